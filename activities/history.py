@@ -1,0 +1,80 @@
+"""History activities: idempotent writes of execution records and the task's summary fields."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from schema import crud
+from schema.executions import ExecutionFinished, ExecutionStarted
+from schema.orm import Task
+
+
+def schedule_id_for(task_id: object) -> str:
+    return f"task-{task_id}"
+
+
+class HistoryActivities:
+    """Activities that need the database and the Temporal client of the worker process."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], client: Client) -> None:
+        self.sessions = sessions
+        self.client = client
+
+    @activity.defn
+    async def record_execution_started(self, record: ExecutionStarted) -> None:
+        """Insert the running row (a no-op when the run is already recorded)."""
+        async with self.sessions.begin() as session:
+            if await session.get(Task, record.task_id) is None:
+                activity.logger.info("task %s is gone; not recording", record.task_id)
+                return
+            await crud.record_started(session, record)
+
+    @activity.defn
+    async def record_execution_finished(self, record: ExecutionFinished) -> None:
+        """Write the final row; the first time only, move the task's counters and status."""
+        finishes_task = record.task_type == "one_time" and record.trigger == "schedule"
+        next_run_at = None if finishes_task else await self._next_run_at(record)
+        async with self.sessions.begin() as session:
+            if await session.get(Task, record.task_id) is None:
+                activity.logger.info("task %s is gone; not recording", record.task_id)
+                return
+            if await crud.record_finished(session, record):
+                task_status = None
+                if finishes_task:
+                    task_status = "completed" if record.status == "succeeded" else "failed"
+                await crud.count_run(
+                    session,
+                    task_id=record.task_id,
+                    status=record.status,
+                    finished_at=record.finished_at,
+                    task_status=task_status,
+                    next_run_at=next_run_at,
+                )
+        if finishes_task:
+            await self._delete_schedule(schedule_id_for(record.task_id))
+
+    async def _next_run_at(self, record: ExecutionFinished) -> datetime | None:
+        try:
+            description = await self.client.get_schedule_handle(
+                schedule_id_for(record.task_id)
+            ).describe()
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:
+                return None
+            raise
+        if description.schedule.state.paused:
+            return None
+        times = description.info.next_action_times
+        return times[0] if times else None
+
+    async def _delete_schedule(self, schedule_id: str) -> None:
+        try:
+            await self.client.get_schedule_handle(schedule_id).delete()
+        except RPCError as error:
+            if error.status != RPCStatusCode.NOT_FOUND:
+                raise

@@ -1,0 +1,117 @@
+"""The ``webhook`` action: one outbound HTTP request, with its failures classified."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+from temporalio import activity
+
+from activities._action import ActionRun
+from activities._http import http_client
+from schema.actions import WebhookConfig
+from schema.executions import ActionInput, ActionOutcome
+
+MAX_BODY_BYTES = 64 * 1024
+ERROR_BODY_CHARS = 300
+
+
+@activity.defn
+async def run_webhook(action_input: ActionInput) -> ActionOutcome:
+    """Send the configured HTTP request and return its status, headers and (capped) body."""
+    run = ActionRun(action_input)
+    config = action_input.action.config
+    assert isinstance(config, WebhookConfig)
+    run.log(f"{config.method} {config.url}")
+    started = time.perf_counter()
+    try:
+        response, body, truncated = await _send(config)
+    except httpx.TimeoutException as error:
+        run.fail(
+            "HttpTimeout",
+            f"no response within {config.timeout_seconds}s ({error!r})",
+            retryable=True,
+        )
+    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as error:
+        run.fail("InvalidConfig", f"bad URL: {error}", retryable=False)
+    except httpx.TransportError as error:
+        run.fail("HttpConnectionError", f"{type(error).__name__}: {error}", retryable=True)
+    elapsed_ms = round((time.perf_counter() - started) * 1000)
+    run.log(f"HTTP {response.status_code} in {elapsed_ms} ms")
+    if not config.accepts(response.status_code):
+        _fail_on_status(run, response, body)
+    return run.outcome(
+        {
+            "status_code": response.status_code,
+            "headers": dict(response.headers),
+            "body": _decode(response, body),
+            "body_truncated": truncated,
+            "elapsed_ms": elapsed_ms,
+        }
+    )
+
+
+async def _send(config: WebhookConfig) -> tuple[httpx.Response, bytes, bool]:
+    body: dict[str, Any] = {}
+    if isinstance(config.body, str):
+        body["content"] = config.body.encode()
+    elif config.body is not None:
+        body["json"] = config.body
+    request = http_client().build_request(
+        config.method,
+        config.url,
+        params=config.query,
+        headers=config.headers,
+        timeout=config.timeout_seconds,
+        **body,
+    )
+    response = await http_client().send(request, stream=True)
+    try:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                break
+    finally:
+        await response.aclose()
+    data = b"".join(chunks)
+    return response, data[:MAX_BODY_BYTES], size > MAX_BODY_BYTES
+
+
+def _decode(response: httpx.Response, body: bytes) -> Any:
+    text = body.decode(response.encoding or "utf-8", errors="replace")
+    if "json" in response.headers.get("content-type", ""):
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _fail_on_status(run: ActionRun, response: httpx.Response, body: bytes) -> None:
+    status = response.status_code
+    snippet = body[:ERROR_BODY_CHARS].decode(response.encoding or "utf-8", errors="replace")
+    message = f"unexpected HTTP {status} {response.reason_phrase}: {snippet}".rstrip(": ")
+    if status == 429:
+        run.fail("HttpStatusError", message, retryable=True, retry_after=_retry_after(response))
+    # 408 and 5xx may pass; other 4xx and unexpected statuses will not change by retrying.
+    run.fail("HttpStatusError", message, retryable=status == 408 or status >= 500)
+
+
+def _retry_after(response: httpx.Response) -> timedelta | None:
+    value = response.headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return timedelta(seconds=int(value))
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(timedelta(0), when - datetime.now(UTC))

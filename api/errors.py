@@ -1,0 +1,141 @@
+"""Problem+json errors: domain exceptions and their mapping to HTTP in one place."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.exceptions import HTTPException
+from temporalio.service import RPCError, RPCStatusCode
+
+from schema.crud import InvalidCursor
+
+log = logging.getLogger("cronpilot.api")
+PROBLEM = "application/problem+json"
+UNAVAILABLE_RPC = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED}
+TITLES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Request body too large",
+    422: "Invalid input",
+    429: "Too many requests",
+    500: "Internal server error",
+    503: "Service unavailable",
+}
+
+
+class Problem(Exception):
+    """An error the API reports as problem+json with its own status."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        errors: Sequence[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.errors = list(errors or [])
+        self.headers = headers or {}
+
+
+class NotFound(Problem):
+    def __init__(self, what: str = "resource") -> None:
+        super().__init__(404, f"{what} not found")
+
+
+class Conflict(Problem):
+    def __init__(self, detail: str) -> None:
+        super().__init__(409, detail)
+
+
+class Invalid(Problem):
+    def __init__(self, errors: Sequence[dict[str, Any]]) -> None:
+        super().__init__(422, "the request is invalid; see errors", errors)
+
+
+def problem_response(
+    status: int,
+    detail: str,
+    errors: Sequence[dict[str, Any]] = (),
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+    }
+    if status == 422:
+        body["errors"] = list(errors)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def validation_errors(
+    errors: Sequence[Any], prefix: tuple[str | int, ...] = ()
+) -> list[dict[str, Any]]:
+    """Pydantic errors as ``[{"loc", "msg"}]``, without pydantic's internals."""
+    return [
+        {"loc": [*prefix, *error["loc"]], "msg": str(error["msg"]).removeprefix("Value error, ")}
+        for error in errors
+    ]
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every exception the API can meet to problem+json; never a stack trace."""
+
+    @app.exception_handler(Problem)
+    async def _problem(_: Request, error: Problem) -> JSONResponse:
+        return problem_response(error.status, error.detail, error.errors, error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_invalid(_: Request, error: RequestValidationError) -> JSONResponse:
+        return problem_response(
+            422, "the request is invalid; see errors", validation_errors(error.errors())
+        )
+
+    @app.exception_handler(ValidationError)
+    async def _invalid(_: Request, error: ValidationError) -> JSONResponse:
+        return problem_response(
+            422, "the request is invalid; see errors", validation_errors(error.errors(), ("body",))
+        )
+
+    @app.exception_handler(InvalidCursor)
+    async def _cursor(_: Request, error: InvalidCursor) -> JSONResponse:
+        return problem_response(422, str(error), [{"loc": ["query", "cursor"], "msg": str(error)}])
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, error: HTTPException) -> JSONResponse:
+        headers = dict(error.headers or {})
+        return problem_response(error.status_code, str(error.detail), headers=headers)
+
+    @app.exception_handler(RPCError)
+    async def _temporal(_: Request, error: RPCError) -> JSONResponse:
+        log.warning("Temporal call failed: %s (%s)", error.message, error.status)
+        if error.status in UNAVAILABLE_RPC:
+            return problem_response(503, "Temporal is unreachable; try again shortly")
+        return problem_response(500, "Temporal refused the request")
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(ConnectionError)
+    async def _database(_: Request, error: Exception) -> JSONResponse:
+        log.warning("dependency unreachable: %r", error)
+        return problem_response(503, "the database is unreachable; try again shortly")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, error: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=error)
+        return problem_response(500, "unexpected error; it has been logged")

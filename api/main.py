@@ -1,0 +1,140 @@
+"""The FastAPI application: lifespan (database, Temporal, reconcile), middleware, routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import HTMLResponse
+from prometheus_client import Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from temporalio.client import Client
+
+from api import scheduling
+from api.deps import AppState
+from api.errors import install_error_handlers, problem_response
+from api.routes import executions, health, me, stats, tasks
+from schema.db import create_engine, create_sessionmaker
+from schema.settings import Settings, get_settings
+from schema.temporal import connect
+
+log = logging.getLogger("cronpilot.api")
+RECONCILE_RETRY_SECONDS = (1, 2, 5, 10, 30, 60)
+REQUESTS = Counter("cronpilot_http_requests_total", "API requests", ["method", "route", "status"])
+LATENCY = Histogram("cronpilot_http_request_seconds", "API latency", ["method", "route"])
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over the limit with 413, whether or not they declare a length."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
+        received = 0
+
+        async def _counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, _counting_receive, send)
+        except BodyTooLarge:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problem_response(413, f"the request body exceeds {self.max_bytes} bytes")
+        await response(scope, receive, send)
+
+
+async def _reconcile_in_background(state: AppState) -> None:
+    """Reconcile once at start, retrying while Temporal or the database is still coming up."""
+    for delay in (*RECONCILE_RETRY_SECONDS, None):
+        try:
+            async with state.sessions() as session:
+                report = await scheduling.reconcile(
+                    session, state.temporal, state.settings.task_queue
+                )
+            log.info(
+                "reconciled schedules: %d created, %d updated, %d deleted",
+                len(report.created),
+                len(report.updated),
+                len(report.deleted),
+            )
+            return
+        except Exception as error:  # keep serving; readiness shows what is down
+            log.warning("reconcile failed (%r)%s", error, "; retrying" if delay else "")
+            if delay is None:
+                return
+            await asyncio.sleep(delay)
+
+
+def create_app(settings: Settings | None = None, temporal: Client | None = None) -> FastAPI:
+    """The API app; tests pass their own settings and client."""
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.resolved_database_url)
+        client = temporal or await connect(settings)
+        state = AppState(settings, engine, create_sessionmaker(engine), client)
+        app.state.cronpilot = state
+        reconciling = asyncio.create_task(_reconcile_in_background(state))
+        try:
+            yield
+        finally:
+            reconciling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reconciling
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Cronpilot",
+        version="0.1.0",
+        description="Scheduled tasks and automation on Temporal.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+
+    @app.middleware("http")
+    async def _metrics(request: Request, call_next: Any) -> Response:
+        started = time.perf_counter()
+        response: Response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+        LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
+        return response
+
+    for module in (tasks, executions, stats, me, health):
+        app.include_router(module.router)
+
+    @app.get("/", include_in_schema=False)
+    async def home() -> HTMLResponse:
+        return HTMLResponse(
+            "<!doctype html><title>Cronpilot</title><h1>Cronpilot</h1>"
+            '<p>The API is running. See <a href="/docs">the API docs</a>.</p>'
+        )
+
+    return app

@@ -1,0 +1,393 @@
+"""Query functions shared by routes and activities. They only flush; callers commit."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    exists,
+    func,
+    or_,
+    select,
+    text,
+    type_coerce,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from schema.executions import FINAL_STATUSES, ExecutionFinished, ExecutionStarted
+from schema.orm import ApiKey, Task, TaskExecution, User, utcnow
+from schema.tasks import TaskSpec
+
+API_KEY_PREFIX = "cp_"
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+class InvalidCursor(ValueError):
+    """A pagination cursor that this server did not hand out."""
+
+
+# -- users and keys ---------------------------------------------------------------------
+
+
+def hash_api_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+async def create_user(session: AsyncSession, *, name: str) -> User:
+    user = User(id=uuid.uuid4(), name=name, created_at=utcnow())
+    session.add(user)
+    await session.flush()
+    return user
+
+
+async def get_user_by_name(session: AsyncSession, *, name: str) -> User | None:
+    return await session.scalar(select(User).where(User.name == name))
+
+
+async def create_api_key(session: AsyncSession, *, user_id: uuid.UUID) -> tuple[ApiKey, str]:
+    """A new key for the user; the plain key is returned once and only its hash is kept."""
+    plain = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    key = ApiKey(
+        id=uuid.uuid4(),
+        user_id=user_id,
+        prefix=plain[:10],
+        key_hash=hash_api_key(plain),
+        created_at=utcnow(),
+    )
+    session.add(key)
+    await session.flush()
+    return key, plain
+
+
+async def revoke_api_key(session: AsyncSession, *, key_id: uuid.UUID) -> bool:
+    result = await session.execute(
+        update(ApiKey)
+        .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def user_for_api_key(session: AsyncSession, *, key: str) -> User | None:
+    """The owner of an unrevoked key, noting when the key was last used (to the minute)."""
+    row = (
+        await session.execute(
+            select(ApiKey, User)
+            .join(User, User.id == ApiKey.user_id)
+            .where(ApiKey.key_hash == hash_api_key(key), ApiKey.revoked_at.is_(None))
+        )
+    ).first()
+    if row is None:
+        return None
+    api_key, user = row.tuple()
+    now = utcnow()
+    if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_RESOLUTION:
+        api_key.last_used_at = now
+        await session.flush()
+    return user
+
+
+# -- keyset pagination ------------------------------------------------------------------
+
+
+def encode_cursor(at: datetime, row_id: uuid.UUID) -> str:
+    raw = json.dumps([at.isoformat(), str(row_id)]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        at, row_id = json.loads(raw)
+        return datetime.fromisoformat(at), uuid.UUID(row_id)
+    except (ValueError, TypeError) as error:
+        raise InvalidCursor("invalid cursor") from error
+
+
+def _page(
+    query: Select[Any], at_column: Any, id_column: Any, *, limit: int, cursor: str | None
+) -> Select[Any]:
+    if cursor:
+        at, row_id = decode_cursor(cursor)
+        query = query.where(or_(at_column < at, and_(at_column == at, id_column < row_id)))
+    return query.order_by(at_column.desc(), id_column.desc()).limit(limit + 1)
+
+
+# -- tasks ------------------------------------------------------------------------------
+
+
+def apply_spec(task: Task, spec: TaskSpec) -> None:
+    """Copy a validated spec onto a task row."""
+    data = spec.model_dump(mode="json")
+    for name in TaskSpec.model_fields:
+        setattr(task, name, data[name])
+    task.updated_at = utcnow()
+
+
+def task_spec(task: Task) -> TaskSpec:
+    """The spec stored on a task row."""
+    return TaskSpec.model_validate({name: getattr(task, name) for name in TaskSpec.model_fields})
+
+
+async def create_task(session: AsyncSession, *, user_id: uuid.UUID, spec: TaskSpec) -> Task:
+    now = utcnow()
+    task = Task(
+        id=uuid.uuid4(),
+        user_id=user_id,
+        status="active",
+        created_at=now,
+        run_count=0,
+        failure_count=0,
+    )
+    apply_spec(task, spec)
+    task.updated_at = now
+    session.add(task)
+    await session.flush()
+    return task
+
+
+async def get_task(
+    session: AsyncSession, *, user_id: uuid.UUID, task_id: uuid.UUID, for_update: bool = False
+) -> Task | None:
+    query = select(Task).where(Task.id == task_id, Task.user_id == user_id)
+    if for_update:
+        query = query.with_for_update()
+    return await session.scalar(query)
+
+
+def _has_tag(tag: str, dialect: str) -> ColumnElement[bool]:
+    if dialect == "postgresql":
+        return type_coerce(Task.tags, postgresql.JSONB).contains([tag])
+    each = func.json_each(Task.tags).table_valued("value")
+    return exists(select(1).select_from(each).where(each.c.value == tag))
+
+
+async def list_tasks(
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    status: str | None = None,
+    task_type: str | None = None,
+    tag: str | None = None,
+    q: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[Sequence[Task], str | None]:
+    query = select(Task).where(Task.user_id == user_id)
+    if status:
+        query = query.where(Task.status == status)
+    if task_type:
+        query = query.where(Task.type == task_type)
+    if tag:
+        query = query.where(_has_tag(tag, session.get_bind().dialect.name))
+    if q:
+        pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(
+            or_(Task.name.ilike(pattern, escape="\\"), Task.description.ilike(pattern, escape="\\"))
+        )
+    rows = (
+        await session.scalars(_page(query, Task.created_at, Task.id, limit=limit, cursor=cursor))
+    ).all()
+    return _split_page(rows, limit, lambda t: encode_cursor(t.created_at, t.id))
+
+
+def _split_page(
+    rows: Sequence[Any], limit: int, cursor_of: Any
+) -> tuple[Sequence[Any], str | None]:
+    if len(rows) > limit:
+        return rows[:limit], cursor_of(rows[limit - 1])
+    return rows, None
+
+
+async def scheduled_tasks(session: AsyncSession) -> Sequence[Task]:
+    """Every task that should own a Temporal schedule (active or paused, time-based)."""
+    return (
+        await session.scalars(
+            select(Task).where(
+                Task.type.in_(("one_time", "recurring")), Task.status.in_(("active", "paused"))
+            )
+        )
+    ).all()
+
+
+async def active_tasks(session: AsyncSession, *, user_id: uuid.UUID) -> Sequence[Task]:
+    return (
+        await session.scalars(
+            select(Task).where(
+                Task.user_id == user_id,
+                Task.status == "active",
+                Task.type.in_(("one_time", "recurring")),
+            )
+        )
+    ).all()
+
+
+# -- executions -------------------------------------------------------------------------
+
+
+def _insert(session: AsyncSession) -> Any:
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+async def record_started(session: AsyncSession, record: ExecutionStarted) -> None:
+    """Insert the running row unless the run is already recorded (idempotent)."""
+    statement = (
+        _insert(session)(TaskExecution)
+        .values(**_execution_values(record), status="running", attempts=0, logs=[], steps=[])
+        .on_conflict_do_nothing(index_elements=["workflow_id", "run_id"])
+    )
+    await session.execute(statement)
+
+
+async def record_finished(session: AsyncSession, record: ExecutionFinished) -> bool:
+    """Write the final row; True only the first time, so task counters move exactly once."""
+    final = {
+        "status": record.status,
+        "finished_at": record.finished_at,
+        "duration_ms": max(0, int((record.finished_at - record.started_at).total_seconds() * 1000)),
+        "attempts": record.attempts,
+        "result": record.result,
+        "error": record.error.model_dump() if record.error else None,
+        "logs": [entry.model_dump(mode="json") for entry in record.logs],
+        "steps": record.steps,
+    }
+    statement = _insert(session)(TaskExecution).values(**_execution_values(record), **final)
+    statement = statement.on_conflict_do_update(
+        index_elements=["workflow_id", "run_id"],
+        set_=final,
+        where=TaskExecution.status.not_in(FINAL_STATUSES),
+    ).returning(TaskExecution.id)
+    return (await session.execute(statement)).first() is not None
+
+
+def _execution_values(record: ExecutionStarted) -> dict[str, Any]:
+    return {
+        "id": record.execution_id,
+        "task_id": record.task_id,
+        "user_id": record.user_id,
+        "workflow_id": record.workflow_id,
+        "run_id": record.run_id,
+        "trigger": record.trigger,
+        "scheduled_at": record.scheduled_at,
+        "started_at": record.started_at,
+    }
+
+
+async def count_run(
+    session: AsyncSession,
+    *,
+    task_id: uuid.UUID,
+    status: str,
+    finished_at: datetime,
+    task_status: str | None,
+    next_run_at: datetime | None,
+) -> None:
+    """Move a task's denormalised fields after one of its runs finished."""
+    values: dict[str, Any] = {
+        "last_run_at": finished_at,
+        "last_status": status,
+        "run_count": Task.run_count + 1,
+        "failure_count": Task.failure_count + (1 if status in ("failed", "timed_out") else 0),
+        "next_run_at": next_run_at,
+    }
+    if task_status:
+        values["status"] = task_status
+    await session.execute(update(Task).where(Task.id == task_id).values(**values))
+
+
+async def list_executions(
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    task_id: uuid.UUID,
+    status: str | None = None,
+    workflow_id: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[Sequence[TaskExecution], str | None]:
+    query = select(TaskExecution).where(
+        TaskExecution.task_id == task_id, TaskExecution.user_id == user_id
+    )
+    if status:
+        query = query.where(TaskExecution.status == status)
+    if workflow_id:
+        query = query.where(TaskExecution.workflow_id == workflow_id)
+    page = _page(query, TaskExecution.started_at, TaskExecution.id, limit=limit, cursor=cursor)
+    rows = (await session.scalars(page)).all()
+    return _split_page(rows, limit, lambda e: encode_cursor(e.started_at, e.id))
+
+
+async def get_execution(
+    session: AsyncSession, *, user_id: uuid.UUID, execution_id: uuid.UUID
+) -> TaskExecution | None:
+    return await session.scalar(
+        select(TaskExecution).where(
+            TaskExecution.id == execution_id, TaskExecution.user_id == user_id
+        )
+    )
+
+
+# -- statistics -------------------------------------------------------------------------
+
+
+async def execution_counts(
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    task_id: uuid.UUID | None = None,
+    since: datetime | None = None,
+) -> dict[str, int]:
+    """Executions by status, for one task or all of a user's."""
+    query = (
+        select(TaskExecution.status, func.count())
+        .where(TaskExecution.user_id == user_id)
+        .group_by(TaskExecution.status)
+    )
+    if task_id:
+        query = query.where(TaskExecution.task_id == task_id)
+    if since:
+        query = query.where(TaskExecution.started_at >= since)
+    return dict((await session.execute(query)).tuples())
+
+
+async def duration_stats(
+    session: AsyncSession, *, task_id: uuid.UUID
+) -> tuple[float | None, int | None]:
+    """Average and 95th percentile duration of a task's finished runs, portable SQL."""
+    finished = and_(TaskExecution.task_id == task_id, TaskExecution.duration_ms.is_not(None))
+    count, average = (
+        await session.execute(
+            select(func.count(), func.avg(TaskExecution.duration_ms)).where(finished)
+        )
+    ).one()
+    if not count:
+        return None, None
+    p95 = await session.scalar(
+        select(TaskExecution.duration_ms)
+        .where(finished)
+        .order_by(TaskExecution.duration_ms)
+        .offset(min(count - 1, int(0.95 * count)))
+        .limit(1)
+    )
+    return float(average), p95
+
+
+async def task_counts(session: AsyncSession, *, user_id: uuid.UUID) -> dict[str, int]:
+    query = select(Task.status, func.count()).where(Task.user_id == user_id).group_by(Task.status)
+    return dict((await session.execute(query)).tuples())
+
+
+async def ping(session: AsyncSession) -> None:
+    await session.execute(text("SELECT 1"))

@@ -1,0 +1,115 @@
+"""Execution shapes: the history records workflows write and the API returns."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schema.actions import Action
+from schema.tasks import RetrySpec, TaskType
+
+ExecutionStatus = Literal["running", "succeeded", "failed", "skipped", "cancelled", "timed_out"]
+Trigger = Literal["schedule", "manual", "webhook", "event", "email", "chain"]
+FINAL_STATUSES: tuple[ExecutionStatus, ...] = (
+    "succeeded",
+    "failed",
+    "skipped",
+    "cancelled",
+    "timed_out",
+)
+
+
+class LogEntry(BaseModel):
+    at: datetime
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    message: str
+
+
+class ExecutionError(BaseModel):
+    type: str
+    message: str
+
+
+class ActionContext(BaseModel):
+    """What an action may refer to in its templates, besides secrets."""
+
+    task_id: UUID
+    task_name: str
+    trigger: Trigger
+    scheduled_at: datetime | None = None
+    payload: Any = None
+
+
+class ActionInput(BaseModel):
+    """Input of an action activity."""
+
+    user_id: UUID
+    workflow_id: str
+    run_id: str
+    action: Action
+    retry: RetrySpec
+    context: ActionContext
+
+
+class ActionOutcome(BaseModel):
+    """What a successful action activity returns."""
+
+    result: Any = None
+    logs: list[LogEntry] = Field(default_factory=list)
+    attempt: int = 1
+
+
+class ExecutionStarted(BaseModel):
+    """Input of ``record_execution_started``."""
+
+    execution_id: UUID
+    task_id: UUID
+    user_id: UUID
+    workflow_id: str
+    run_id: str
+    trigger: Trigger
+    scheduled_at: datetime | None
+    started_at: datetime
+
+
+class ExecutionFinished(ExecutionStarted):
+    """Input of ``record_execution_finished``: the final record and what it means for the task."""
+
+    task_type: TaskType
+    status: ExecutionStatus
+    finished_at: datetime
+    attempts: int
+    result: Any = None
+    error: ExecutionError | None = None
+    logs: list[LogEntry] = Field(default_factory=list)
+    steps: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class ExecutionTemporal(BaseModel):
+    ui_url: str
+
+
+class ExecutionPublic(BaseModel):
+    """An execution as the API returns it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: UUID
+    task_id: UUID
+    workflow_id: str
+    run_id: str
+    trigger: Trigger
+    status: ExecutionStatus
+    scheduled_at: datetime | None
+    started_at: datetime
+    finished_at: datetime | None
+    duration_ms: int | None
+    attempts: int
+    result: Any
+    error: ExecutionError | None
+    logs: list[LogEntry]
+    steps: list[dict[str, Any]]
+    temporal: ExecutionTemporal

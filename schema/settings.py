@@ -1,0 +1,115 @@
+"""Process settings, read from the environment with the prefix ``CRONPILOT_``."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIN_SECRET_KEY_LENGTH = 32
+
+
+class Settings(BaseSettings):
+    """Every setting Cronpilot reads; each field's description is its documentation."""
+
+    model_config = SettingsConfigDict(env_prefix="CRONPILOT_", extra="ignore")
+
+    env: Literal["dev", "production"] = Field(
+        "production",
+        description="`dev` relaxes the safety checks (generated secret key, private "
+        "networks allowed); `cronpilot dev` sets it. Anything else is production.",
+    )
+    data_dir: Path = Field(
+        Path(".cronpilot"),
+        description="Where `cronpilot dev` keeps SQLite, the Temporal dev server file and keys.",
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy async URL, e.g. postgresql+psycopg://user@host/db. "
+        "Default in dev: sqlite+aiosqlite:///<data-dir>/cronpilot.db.",
+    )
+    temporal_address: str = Field("localhost:7233", description="Temporal frontend host:port.")
+    temporal_namespace: str = Field("default", description="Temporal namespace.")
+    task_queue: str = Field(
+        "cronpilot",
+        description="Task queue of workflows and actions; `run_code` uses `<TASK_QUEUE>-code`.",
+    )
+    secret_key: str | None = Field(
+        None,
+        description="Encrypts secrets at rest and signs resume tokens; at least 32 characters. "
+        "Required outside dev; dev generates one and keeps it in the data dir.",
+    )
+    public_url: str = Field(
+        "http://localhost:8000", description="Public base URL of webhook and resume URLs."
+    )
+    temporal_ui_url: str = Field(
+        "http://localhost:8233", description="Base URL of the Temporal Web UI, for links."
+    )
+    api_host: str = Field("127.0.0.1", description="Address `cronpilot api` listens on.")
+    api_port: int = Field(8000, ge=1, le=65535, description="Port `cronpilot api` listens on.")
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest request body the API accepts (413 above)."
+    )
+    smtp_host: str | None = Field(None, description="SMTP server for email actions and notify.")
+    smtp_port: int = Field(25, ge=1, le=65535, description="SMTP port.")
+    smtp_username: str | None = Field(None, description="SMTP user name, if it needs one.")
+    smtp_password: str | None = Field(None, description="SMTP password.")
+    smtp_security: Literal["none", "starttls", "ssl"] = Field(
+        "none", description="SMTP transport security."
+    )
+    smtp_from: str = Field("cronpilot@localhost", description="Sender address of emails.")
+    anthropic_api_key: str | None = Field(None, description="API key for Claude actions.")
+    anthropic_base_url: str | None = Field(None, description="Override of the Anthropic API URL.")
+    anthropic_model: str = Field("claude-sonnet-4-5", description="Default Claude model.")
+    google_api_base_url: str = Field(
+        "https://www.googleapis.com", description="Base URL of Google's REST APIs."
+    )
+    google_token_url: str | None = Field(
+        None, description="OAuth token endpoint for service-account credentials."
+    )
+    files_root: Path = Field(
+        Path(".cronpilot/files"), description="Root of file operations, one folder per user."
+    )
+    allow_private_networks: bool | None = Field(
+        None,
+        description="Let actions reach loopback, private and link-local addresses. "
+        "Default: true in dev, false otherwise.",
+    )
+    run_code_enabled: bool = Field(True, description="Allow the `run_code` action.")
+    execution_retention_days: int = Field(
+        30, ge=1, description="Executions older than this are deleted."
+    )
+
+    @model_validator(mode="after")
+    def _refuse_unsafe(self) -> Settings:
+        if self.allow_private_networks is None:
+            self.allow_private_networks = self.env == "dev"
+        if self.env != "dev":
+            if not self.secret_key:
+                raise ValueError(
+                    "CRONPILOT_SECRET_KEY is required outside dev "
+                    "(generate one: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+                )
+            if not self.database_url:
+                raise ValueError("CRONPILOT_DATABASE_URL is required outside dev")
+        if self.secret_key is not None and len(self.secret_key) < MIN_SECRET_KEY_LENGTH:
+            raise ValueError(
+                f"CRONPILOT_SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters"
+            )
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to SQLite in the data dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'cronpilot.db').resolve()}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

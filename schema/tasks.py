@@ -1,0 +1,237 @@
+"""Task shapes: what a user sends (``TaskCreate``/``TaskUpdate``) and gets back (``TaskPublic``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from schema.actions import Action, StrictModel
+from schema.cron import CronError, parse_cron
+
+TaskType = Literal["one_time", "recurring", "trigger"]
+TaskStatus = Literal["active", "paused", "completed", "failed"]
+OverlapPolicy = Literal[
+    "skip", "buffer_one", "buffer_all", "cancel_other", "terminate_other", "allow_all"
+]
+NotifyOn = Literal["failure", "success", "always"]
+
+
+def invalid(title: str, problems: list[tuple[tuple[str | int, ...], str, Any]]) -> ValidationError:
+    """A ValidationError with one located message per problem (pydantic nests the locations)."""
+    details: list[InitErrorDetails] = [
+        {"type": PydanticCustomError("invalid", message), "loc": loc, "input": value}
+        for loc, message, value in problems
+    ]
+    return ValidationError.from_exception_data(title, details)
+
+
+class ScheduleSpec(StrictModel):
+    """When a one-time or recurring task fires."""
+
+    run_at: AwareDatetime | None = Field(None, description="one_time: the instant, with offset.")
+    cron: str | None = Field(None, description="recurring: 5-field cron, XOR interval_seconds.")
+    interval_seconds: int | None = Field(None, ge=1, le=366 * 86400)
+    timezone: str = Field("UTC", description="IANA time zone of the cron expression.")
+    start_at: AwareDatetime | None = None
+    end_at: AwareDatetime | None = None
+    jitter_seconds: int = Field(0, ge=0, le=86400)
+    overlap: OverlapPolicy = "skip"
+    catchup_window_seconds: int = Field(60, ge=10, le=366 * 86400)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {value!r}") from None
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _parsable_cron(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            parse_cron(value)
+        except CronError as error:
+            raise ValueError(str(error)) from None
+        return " ".join(value.split())
+
+    @model_validator(mode="after")
+    def _window(self) -> ScheduleSpec:
+        if self.start_at and self.end_at and self.end_at <= self.start_at:
+            raise invalid("ScheduleSpec", [(("end_at",), "must be after start_at", self.end_at)])
+        return self
+
+
+class RetrySpec(StrictModel):
+    """How a failed action is retried (Temporal's retry policy, plus full jitter)."""
+
+    max_attempts: int = Field(3, ge=1, le=100)
+    initial_interval_seconds: float = Field(1, gt=0, le=86400)
+    backoff_coefficient: float = Field(2.0, ge=1, le=100)
+    max_interval_seconds: float = Field(300, gt=0, le=7 * 86400)
+    jitter: bool = True
+    non_retryable_errors: list[str] = Field(default_factory=list, max_length=50)
+
+    @model_validator(mode="after")
+    def _intervals(self) -> RetrySpec:
+        if self.max_interval_seconds < self.initial_interval_seconds:
+            raise invalid(
+                "RetrySpec",
+                [
+                    (
+                        ("max_interval_seconds",),
+                        "must be at least initial_interval_seconds",
+                        self.max_interval_seconds,
+                    )
+                ],
+            )
+        return self
+
+
+class NotifySpec(StrictModel):
+    """Who hears about a run (email and/or a JSON POST)."""
+
+    on: list[NotifyOn] = Field(default_factory=lambda: list[NotifyOn](["failure"]))
+    email: list[str] = Field(default_factory=list, max_length=20)
+    webhook_url: str | None = None
+
+
+class TaskSpec(StrictModel):
+    """Everything a user configures on a task; also the snapshot each run carries."""
+
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field("", max_length=5000)
+    type: TaskType
+    schedule: ScheduleSpec | None = None
+    trigger: dict[str, Any] | None = None
+    action: Action
+    condition: dict[str, Any] | None = None
+    retry: RetrySpec = Field(default_factory=RetrySpec)
+    timeout_seconds: int = Field(300, ge=1, le=7 * 86400, description="Per attempt.")
+    concurrency: int = Field(1, ge=1, le=100)
+    notify: NotifySpec = Field(default_factory=NotifySpec)
+    tags: list[str] = Field(default_factory=list, max_length=20)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str]) -> list[str]:
+        if any(not tag or len(tag) > 50 for tag in value):
+            raise ValueError("tags must be 1-50 characters")
+        return sorted(set(value))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TaskSpec:
+        problems = self._problems()
+        if problems:
+            raise invalid("TaskSpec", problems)
+        return self
+
+    def _problems(self) -> list[tuple[tuple[str | int, ...], str, Any]]:
+        problems: list[tuple[tuple[str | int, ...], str, Any]] = []
+        schedule = self.schedule
+        if self.type == "trigger":
+            # Trigger tasks (webhook, event, email) land with the triggers work.
+            problems.append((("type",), "trigger tasks are not available yet", self.type))
+        elif schedule is None:
+            problems.append((("schedule",), f"required for a {self.type} task", None))
+        elif self.type == "one_time":
+            if schedule.run_at is None:
+                problems.append((("schedule", "run_at"), "required for a one_time task", None))
+            for name in ("cron", "interval_seconds"):
+                if getattr(schedule, name) is not None:
+                    problems.append((("schedule", name), "not allowed on a one_time task", None))
+        elif (schedule.cron is None) == (schedule.interval_seconds is None):
+            problems.append((("schedule",), "give exactly one of cron and interval_seconds", None))
+        elif schedule.run_at is not None:
+            problems.append((("schedule", "run_at"), "only for one_time tasks", schedule.run_at))
+        if self.trigger is not None and self.type != "trigger":
+            problems.append((("trigger",), "only for trigger tasks", self.trigger))
+        if self.condition is not None:
+            problems.append((("condition",), "conditions are not available yet", self.condition))
+        if self.notify.email or self.notify.webhook_url:
+            problems.append((("notify",), "notifications are not available yet", None))
+        return problems
+
+    def spec_hash(self) -> str:
+        """A stable digest of the spec, to detect a Temporal schedule that drifted."""
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class TaskCreate(TaskSpec):
+    """Body of POST /api/tasks and PUT /api/tasks/{id}."""
+
+
+class TaskUpdate(BaseModel):
+    """Body of PATCH: the fields to change; the merged task is validated as a whole."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    description: str | None = None
+    type: TaskType | None = None
+    schedule: dict[str, Any] | None = None
+    trigger: dict[str, Any] | None = None
+    action: dict[str, Any] | None = None
+    condition: dict[str, Any] | None = None
+    retry: dict[str, Any] | None = None
+    timeout_seconds: int | None = None
+    concurrency: int | None = None
+    notify: dict[str, Any] | None = None
+    tags: list[str] | None = None
+
+
+class TemporalLinks(BaseModel):
+    schedule_id: str | None
+    workflow_id_prefix: str
+    ui_url: str
+
+
+class TaskPublic(TaskSpec):
+    """A task as the API returns it."""
+
+    model_config = ConfigDict(extra="forbid", from_attributes=True)
+
+    id: UUID
+    status: TaskStatus
+    created_at: datetime
+    updated_at: datetime
+    next_run_at: datetime | None
+    last_run_at: datetime | None
+    last_status: str | None
+    run_count: int
+    failure_count: int
+    temporal: TemporalLinks
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TaskPublic:  # a stored task was validated when it was saved
+        return self
+
+
+class TaskRunInput(BaseModel):
+    """Input of one ``TaskWorkflow`` run; schedules carry it, so runs never need the database."""
+
+    task_id: UUID
+    user_id: UUID
+    task: TaskSpec
+    trigger: Literal["schedule", "manual", "webhook", "event", "email", "chain"] = "schedule"
+    payload: Any = None
+    scheduled_at: datetime | None = None

@@ -1,0 +1,93 @@
+"""The Temporal worker: ``TaskWorkflow`` and every activity, on the main and code queues."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities._http import close_http_client
+from activities.history import HistoryActivities
+from activities.registry import action_activities
+from schema.db import create_engine, create_sessionmaker
+from schema.settings import Settings, get_settings
+from schema.temporal import connect, ensure_search_attributes
+from workflows.task import CODE_QUEUE_SUFFIX, TaskWorkflow
+
+log = logging.getLogger("cronpilot.worker")
+MAX_CONCURRENT_ACTIVITIES = 200
+
+
+def build_workers(
+    client: Client, sessions: async_sessionmaker[AsyncSession], task_queue: str
+) -> list[Worker]:
+    """The main worker (workflows, history and actions) and, if any exist, the code worker."""
+    history = HistoryActivities(sessions, client)
+    workers = [
+        Worker(
+            client,
+            task_queue=task_queue,
+            workflows=[TaskWorkflow],
+            activities=[
+                history.record_execution_started,
+                history.record_execution_finished,
+                *action_activities("main"),
+            ],
+            max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
+        )
+    ]
+    code_activities = action_activities("code")
+    if code_activities:
+        workers.append(
+            Worker(
+                client,
+                task_queue=task_queue + CODE_QUEUE_SUFFIX,
+                activities=code_activities,
+                activity_executor=ThreadPoolExecutor(8),
+            )
+        )
+    return workers
+
+
+@contextlib.asynccontextmanager
+async def running_workers(settings: Settings, client: Client) -> AsyncIterator[None]:
+    """Run the workers until the block exits, then shut them down gracefully."""
+    engine = create_engine(settings.resolved_database_url)
+    await ensure_search_attributes(client)
+    workers = build_workers(client, create_sessionmaker(engine), settings.task_queue)
+    tasks = [asyncio.create_task(worker.run()) for worker in workers]
+    try:
+        yield
+    finally:
+        await asyncio.gather(*(worker.shutdown() for worker in workers), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await close_http_client()
+        await engine.dispose()
+
+
+async def serve(settings: Settings) -> None:
+    """Run the worker until SIGINT or SIGTERM."""
+    client = await connect(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with running_workers(settings, client):
+        log.info("worker polling %s on %s", settings.task_queue, settings.temporal_address)
+        await stop.wait()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(serve(get_settings()))
+
+
+if __name__ == "__main__":
+    main()
