@@ -61,10 +61,11 @@ async def _send(config: WebhookConfig) -> tuple[httpx.Response, bytes, bool]:
         body["content"] = config.body.encode()
     elif config.body is not None:
         body["json"] = config.body
+    # Merge the configured query into the URL's own (httpx would replace it).
+    url = httpx.URL(config.url).copy_merge_params(config.query)
     request = http_client().build_request(
         config.method,
-        config.url,
-        params=config.query,
+        url,
         headers=config.headers,
         timeout=config.timeout_seconds,
         **body,

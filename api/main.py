@@ -97,7 +97,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.resolved_database_url)
-        client = temporal or await connect(settings)
+        client = temporal or await connect(settings, lazy=True)
         state = AppState(settings, engine, create_sessionmaker(engine), client)
         app.state.cronpilot = state
         reconciling = asyncio.create_task(_reconcile_in_background(state))

@@ -359,7 +359,7 @@ async def execution_counts(
         query = query.where(TaskExecution.task_id == task_id)
     if since:
         query = query.where(TaskExecution.started_at >= since)
-    return dict((await session.execute(query)).tuples())
+    return dict((await session.execute(query)).tuples().all())
 
 
 async def duration_stats(
@@ -386,7 +386,7 @@ async def duration_stats(
 
 async def task_counts(session: AsyncSession, *, user_id: uuid.UUID) -> dict[str, int]:
     query = select(Task.status, func.count()).where(Task.user_id == user_id).group_by(Task.status)
-    return dict((await session.execute(query)).tuples())
+    return dict((await session.execute(query)).tuples().all())
 
 
 async def ping(session: AsyncSession) -> None:

@@ -17,12 +17,13 @@ TASK_ID_ATTRIBUTE = SearchAttributeKey.for_keyword("CronpilotTaskId")
 USER_ID_ATTRIBUTE = SearchAttributeKey.for_keyword("CronpilotUserId")
 
 
-async def connect(settings: Settings) -> Client:
-    """A client with the pydantic data converter, as every Cronpilot process uses."""
+async def connect(settings: Settings, *, lazy: bool = False) -> Client:
+    """A client with the pydantic data converter; a lazy one connects on its first call."""
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=pydantic_data_converter,
+        lazy=lazy,
     )
 
 

