@@ -120,7 +120,9 @@ async def target() -> AsyncIterator[HttpTarget]:
 
 @pytest.fixture(scope="session")
 async def app_client(
-    settings: Settings, temporal: Client, worker: None
+    settings: Settings,
+    temporal: Client,
+    worker: None,  # noqa: ARG001 - runs need a polling worker
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The API app with its lifespan, driven over ASGI."""
     app = create_app(settings, temporal=temporal)
