@@ -65,7 +65,9 @@ async def _create_key(settings: Settings, name: str) -> str:
             user = await crud.get_user_by_name(session, name=name)
             if user is None:
                 sys.exit(f"cronpilot: no user {name!r}")
-            _, key = await crud.create_api_key(session, user_id=user.id)
+            api_key, key = await crud.create_api_key(session, user_id=user.id)
+        # Only the key goes to stdout, so scripts can capture it; its id is for revoking.
+        print(f"key id {api_key.id} (cronpilot keys revoke {api_key.id})", file=sys.stderr)
         return key
     finally:
         await engine.dispose()

@@ -49,18 +49,27 @@ class BodyLimitMiddleware:
             await self._refuse(scope, receive, send)
             return
         received = 0
+        exceeded = False
 
         async def _counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.max_bytes:
+                exceeded = True
                 raise BodyTooLarge
             return message
 
+        async def _send_unless_exceeded(message: Message) -> None:
+            # Frameworks turn a failed body read into their own 400; the 413 replaces it.
+            if not exceeded:
+                await send(message)
+
         try:
-            await self.app(scope, _counting_receive, send)
+            await self.app(scope, _counting_receive, _send_unless_exceeded)
         except BodyTooLarge:
+            pass
+        if exceeded:
             await self._refuse(scope, receive, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -96,7 +96,7 @@ async def cronpilot_dev(args: argparse.Namespace) -> AsyncIterator[DevServer]:
         if database_url and not args.reuse_database:
             database_url = stack.enter_context(_fresh_database(database_url))
         data_dir = Path(tempfile.mkdtemp(prefix="cronpilot-bench-"))
-        failed = True
+        failed = False  # an error (not an interruption): keep the logs for a look
         try:
             process, log_path = _start(data_dir, database_url)
             try:
@@ -107,7 +107,9 @@ async def cronpilot_dev(args: argparse.Namespace) -> AsyncIterator[DevServer]:
                     flush=True,
                 )
                 yield server
-                failed = False
+            except Exception:
+                failed = True
+                raise
             finally:
                 _stop(process, data_dir)
                 if failed:
@@ -300,6 +302,10 @@ class HookServer:
                 )
                 await writer.drain()
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass
+        except asyncio.CancelledError:
+            # Interrupted: end this connection quietly (Python 3.11's streams would log a
+            # cancelled handler as an error).
             pass
         finally:
             writer.close()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import signal
 import sys
 import time
 import uuid
@@ -180,9 +181,14 @@ async def _measure(args: argparse.Namespace, n: int, hook: HookServer, dev: DevS
 
 def main() -> None:
     args = _parser().parse_args()
+    # SIGTERM stops like Ctrl-C: the dev server and the bench database are cleaned up.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     if args.n < 1:
         sys.exit("--n must be at least 1")
-    sys.exit(asyncio.run(_bench(args)))
+    try:
+        sys.exit(asyncio.run(_bench(args)))
+    except KeyboardInterrupt:
+        sys.exit("interrupted")
 
 
 if __name__ == "__main__":

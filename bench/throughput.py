@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 import time
 import uuid
@@ -222,9 +223,14 @@ async def _bench(args: argparse.Namespace) -> None:
 
 def main() -> None:
     args = _parser().parse_args()
+    # SIGTERM stops like Ctrl-C: the dev server and the bench database are cleaned up.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     if args.n < 1 or args.concurrency < 1 or args.warmup < 0:
         sys.exit("--n and --concurrency must be at least 1, --warmup at least 0")
-    asyncio.run(_bench(args))
+    try:
+        asyncio.run(_bench(args))
+    except KeyboardInterrupt:
+        sys.exit("interrupted")
 
 
 if __name__ == "__main__":

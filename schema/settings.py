@@ -87,18 +87,17 @@ class Settings(BaseSettings):
     def _refuse_unsafe(self) -> Settings:
         if self.allow_private_networks is None:
             self.allow_private_networks = self.env == "dev"
-        if self.env != "dev":
-            if not self.secret_key:
-                raise ValueError(
-                    "CRONPILOT_SECRET_KEY is required outside dev "
-                    "(generate one: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
-                )
-            if not self.database_url:
-                raise ValueError("CRONPILOT_DATABASE_URL is required outside dev")
+        if self.env != "dev" and not self.secret_key:
+            raise ValueError(
+                "CRONPILOT_SECRET_KEY is required outside dev "
+                "(generate one: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
         if self.secret_key is not None and len(self.secret_key) < MIN_SECRET_KEY_LENGTH:
             raise ValueError(
                 f"CRONPILOT_SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters"
             )
+        if self.env != "dev" and not self.database_url:
+            raise ValueError("CRONPILOT_DATABASE_URL is required outside dev")
         return self
 
     @property
