@@ -15,7 +15,9 @@ MIN_SECRET_KEY_LENGTH = 32
 class Settings(BaseSettings):
     """Every setting Cronpilot reads; each field's description is its documentation."""
 
-    model_config = SettingsConfigDict(env_prefix="CRONPILOT_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="CRONPILOT_", extra="ignore", env_ignore_empty=True
+    )
 
     env: Literal["dev", "production"] = Field(
         "production",
