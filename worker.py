@@ -10,7 +10,15 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from temporalio.client import Client
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleSpec,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
+)
 from temporalio.worker import Worker
 
 from activities._http import close_http_client
@@ -19,6 +27,7 @@ from activities.registry import action_activities
 from schema.db import create_engine, create_sessionmaker
 from schema.settings import Settings, get_settings
 from schema.temporal import connect, ensure_search_attributes
+from workflows.retention import RETENTION_SCHEDULE_ID, RetentionWorkflow
 from workflows.task import CODE_QUEUE_SUFFIX, TaskWorkflow
 
 log = logging.getLogger("cronpilot.worker")
@@ -34,10 +43,11 @@ def build_workers(
         Worker(
             client,
             task_queue=task_queue,
-            workflows=[TaskWorkflow],
+            workflows=[TaskWorkflow, RetentionWorkflow],
             activities=[
                 history.record_execution_started,
                 history.record_execution_finished,
+                history.delete_old_executions,
                 *action_activities("main"),
             ],
             max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
@@ -56,11 +66,33 @@ def build_workers(
     return workers
 
 
+async def ensure_retention_schedule(client: Client, settings: Settings) -> None:
+    """The daily schedule that trims history, created or brought up to date."""
+    schedule = Schedule(
+        action=ScheduleActionStartWorkflow(
+            RetentionWorkflow.run,
+            settings.execution_retention_days,
+            id=RETENTION_SCHEDULE_ID,
+            task_queue=settings.task_queue,
+        ),
+        spec=ScheduleSpec(cron_expressions=["17 3 * * *"], time_zone_name="UTC"),
+    )
+    try:
+        await client.create_schedule(RETENTION_SCHEDULE_ID, schedule)
+    except ScheduleAlreadyRunningError:
+
+        def _replace(_: ScheduleUpdateInput) -> ScheduleUpdate:
+            return ScheduleUpdate(schedule=schedule)
+
+        await client.get_schedule_handle(RETENTION_SCHEDULE_ID).update(_replace)
+
+
 @contextlib.asynccontextmanager
 async def running_workers(settings: Settings, client: Client) -> AsyncIterator[None]:
     """Run the workers until the block exits, then shut them down gracefully."""
     engine = create_engine(settings.resolved_database_url)
     await ensure_search_attributes(client)
+    await ensure_retention_schedule(client, settings)
     workers = build_workers(client, create_sessionmaker(engine), settings.task_queue)
     tasks = [asyncio.create_task(worker.run()) for worker in workers]
     try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
@@ -12,6 +12,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from schema import crud
 from schema.executions import ExecutionFinished, ExecutionStarted
 from schema.orm import Task
+
+RETENTION_BATCH = 1000
 
 
 def schedule_id_for(task_id: object) -> str:
@@ -78,3 +80,18 @@ class HistoryActivities:
         except RPCError as error:
             if error.status != RPCStatusCode.NOT_FOUND:
                 raise
+
+    @activity.defn
+    async def delete_old_executions(self, retention_days: int) -> int:
+        """Delete executions older than the retention period, in batches; returns the count."""
+        cutoff = datetime.now(UTC) - timedelta(days=retention_days)
+        total = 0
+        while True:
+            async with self.sessions.begin() as session:
+                deleted = await crud.delete_executions_before(
+                    session, cutoff=cutoff, batch=RETENTION_BATCH
+                )
+            total += deleted
+            activity.heartbeat(total)
+            if deleted < RETENTION_BATCH:
+                return total

@@ -15,6 +15,7 @@ from sqlalchemy import (
     ColumnElement,
     Select,
     and_,
+    delete,
     exists,
     func,
     or_,
@@ -391,3 +392,10 @@ async def task_counts(session: AsyncSession, *, user_id: uuid.UUID) -> dict[str,
 
 async def ping(session: AsyncSession) -> None:
     await session.execute(text("SELECT 1"))
+
+
+async def delete_executions_before(session: AsyncSession, *, cutoff: datetime, batch: int) -> int:
+    """Delete up to ``batch`` executions that started before ``cutoff``; returns how many."""
+    oldest = select(TaskExecution.id).where(TaskExecution.started_at < cutoff).limit(batch)
+    result = await session.execute(delete(TaskExecution).where(TaskExecution.id.in_(oldest)))
+    return int(getattr(result, "rowcount", 0) or 0)

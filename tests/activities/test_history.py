@@ -152,3 +152,26 @@ async def test_records_for_a_deleted_task_are_dropped(
     await env.run(activities.record_execution_started, started)
     await env.run(activities.record_execution_finished, finished)
     assert await _rows(db, task) == []
+
+
+async def test_retention_deletes_only_old_executions(
+    db: async_sessionmaker[AsyncSession], temporal: Client
+) -> None:
+    task = await _task(db)
+    activities = HistoryActivities(db, temporal)
+    env = ActivityEnvironment(client=temporal)
+    old_ids, new_ids = [], []
+    for age_days in (45, 31, 29, 1):
+        _, finished = _records(task)
+        shifted = finished.model_copy(
+            update={
+                "started_at": finished.started_at - timedelta(days=age_days),
+                "finished_at": finished.finished_at - timedelta(days=age_days),
+            }
+        )
+        await env.run(activities.record_execution_finished, shifted)
+        (old_ids if age_days > 30 else new_ids).append(shifted.execution_id)
+    deleted = await env.run(activities.delete_old_executions, 30)
+    assert deleted >= 2
+    remaining = {row.id for row in await _rows(db, task)}
+    assert remaining == set(new_ids)
