@@ -10,6 +10,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from schema import crud
+from schema.crud import UNCHANGED
 from schema.executions import ExecutionFinished, ExecutionStarted
 from schema.orm import Task
 
@@ -40,7 +41,9 @@ class HistoryActivities:
     async def record_execution_finished(self, record: ExecutionFinished) -> None:
         """Write the final row; the first time only, move the task's counters and status."""
         finishes_task = record.task_type == "one_time" and record.trigger == "schedule"
-        next_run_at = None if finishes_task else await self._next_run_at(record)
+        # Only a scheduled run moves the schedule on; other runs leave next_run_at as it is.
+        moves_schedule = record.trigger == "schedule" and not finishes_task
+        next_run_at = await self._next_run_at(record) if moves_schedule else None
         async with self.sessions.begin() as session:
             if await session.get(Task, record.task_id) is None:
                 activity.logger.info("task %s is gone; not recording", record.task_id)
@@ -55,7 +58,7 @@ class HistoryActivities:
                     status=record.status,
                     finished_at=record.finished_at,
                     task_status=task_status,
-                    next_run_at=next_run_at,
+                    next_run_at=next_run_at if moves_schedule or finishes_task else UNCHANGED,
                 )
         if finishes_task:
             await self._delete_schedule(schedule_id_for(record.task_id))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import enum
 import hashlib
 import json
 import secrets
@@ -33,6 +34,15 @@ from schema.tasks import TaskSpec
 
 API_KEY_PREFIX = "cp_"
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+class Unchanged(enum.Enum):
+    """Marks a field that an update leaves as it is."""
+
+    UNCHANGED = "unchanged"
+
+
+UNCHANGED = Unchanged.UNCHANGED
 
 
 class InvalidCursor(ValueError):
@@ -293,7 +303,7 @@ async def count_run(
     status: str,
     finished_at: datetime,
     task_status: str | None,
-    next_run_at: datetime | None,
+    next_run_at: datetime | None | Unchanged,
 ) -> None:
     """Move a task's denormalised fields after one of its runs finished."""
     values: dict[str, Any] = {
@@ -301,8 +311,9 @@ async def count_run(
         "last_status": status,
         "run_count": Task.run_count + 1,
         "failure_count": Task.failure_count + (1 if status in ("failed", "timed_out") else 0),
-        "next_run_at": next_run_at,
     }
+    if not isinstance(next_run_at, Unchanged):
+        values["next_run_at"] = next_run_at
     if task_status:
         values["status"] = task_status
     await session.execute(update(Task).where(Task.id == task_id).values(**values))
