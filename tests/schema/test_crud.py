@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schema import crud
-from schema.db import create_engine, create_sessionmaker
 from schema.tasks import TaskSpec
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-async def db(
-    request: pytest.FixtureRequest, pg_url: str, sqlite_url: str
-) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(pg_url if request.param == "postgresql" else sqlite_url)
-    yield create_sessionmaker(engine)
-    await engine.dispose()
 
 
 def _spec(name: str, tags: list[str], description: str = "") -> TaskSpec:
