@@ -6,8 +6,11 @@ the previous attempt's heartbeat details, so the final record shows every attemp
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 from datetime import UTC, datetime, timedelta
+from types import TracebackType
 from typing import Any, Literal, NoReturn
 
 from temporalio import activity
@@ -17,10 +20,16 @@ from schema.executions import ActionInput, ActionOutcome, LogEntry
 
 MAX_LOG_ENTRIES = 200
 MAX_RETRY_AFTER = timedelta(hours=1)
+# Heartbeats carry the log to the next attempt, let Temporal notice a dead worker within the
+# workflow's heartbeat timeout, and are how a cancellation reaches a running action.
+HEARTBEAT_EVERY_SECONDS = 5.0
 
 
 class ActionRun:
-    """One attempt of an action: collects log lines and ends in an outcome or a failure."""
+    """One attempt of an action: collects log lines and ends in an outcome or a failure.
+
+    Use it as ``async with ActionRun(action_input) as run:`` so it heartbeats meanwhile.
+    """
 
     def __init__(self, action_input: ActionInput) -> None:
         self.input = action_input
@@ -31,6 +40,27 @@ class ActionRun:
         if details and isinstance(details[0], dict):
             self.logs = [LogEntry.model_validate(entry) for entry in details[0].get("logs", [])]
         self.log(f"attempt {self.attempt} of {action_input.retry.max_attempts} started")
+        self._beating: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> ActionRun:
+        self._beating = asyncio.create_task(self._beat())
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        if self._beating is not None:
+            self._beating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._beating
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_EVERY_SECONDS)
+            activity.heartbeat(self._details())
 
     def log(
         self, message: str, level: Literal["debug", "info", "warning", "error"] = "info"

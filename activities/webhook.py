@@ -23,9 +23,13 @@ ERROR_BODY_CHARS = 300
 @activity.defn
 async def run_webhook(action_input: ActionInput) -> ActionOutcome:
     """Send the configured HTTP request and return its status, headers and (capped) body."""
-    run = ActionRun(action_input)
     config = action_input.action.config
     assert isinstance(config, WebhookConfig)
+    async with ActionRun(action_input) as run:
+        return await _call(run, config)
+
+
+async def _call(run: ActionRun, config: WebhookConfig) -> ActionOutcome:
     run.log(f"{config.method} {config.url}")
     started = time.perf_counter()
     try:

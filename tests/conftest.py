@@ -193,7 +193,7 @@ async def user(make_user: Callable[[], Awaitable[ApiUser]]) -> ApiUser:
 
 
 async def eventually(
-    check: Callable[[], Awaitable[T]], timeout: float = 30, interval: float = 0.25
+    check: Callable[[], Awaitable[T | None]], timeout: float = 30, interval: float = 0.25
 ) -> T:
     """Poll ``check`` until it returns something truthy; fail with its last value."""
     deadline = time.monotonic() + timeout

@@ -31,6 +31,8 @@ HISTORY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
 )
 HISTORY_TIMEOUT = timedelta(seconds=30)
+# Actions heartbeat every few seconds; silence this long means the worker died: retry.
+ACTION_HEARTBEAT_TIMEOUT = timedelta(seconds=30)
 
 
 @workflow.defn
@@ -100,6 +102,7 @@ class TaskWorkflow:
             action_input,
             task_queue=queue,
             start_to_close_timeout=timedelta(seconds=run.task.timeout_seconds),
+            heartbeat_timeout=ACTION_HEARTBEAT_TIMEOUT,
             retry_policy=retry_policy_for(run.task.retry),
             result_type=ActionOutcome,
         )

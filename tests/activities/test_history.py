@@ -47,8 +47,8 @@ def _records(task: Task, status: str = "succeeded") -> tuple[ExecutionStarted, E
     )
     finished = ExecutionFinished(
         **started.model_dump(),
-        task_type=task.type,  # type: ignore[arg-type]
-        status=status,  # type: ignore[arg-type]
+        task_type=task.type,
+        status=status,
         finished_at=now + timedelta(milliseconds=250),
         attempts=2,
         result={"status_code": 200},
@@ -148,7 +148,8 @@ async def test_retention_deletes_only_old_executions(
     task = await _task(db)
     activities = HistoryActivities(db, temporal)
     env = ActivityEnvironment(client=temporal)
-    old_ids, new_ids = [], []
+    old_ids: list[uuid.UUID] = []
+    new_ids: list[uuid.UUID] = []
     for age_days in (45, 31, 29, 1):
         _, finished = _records(task)
         shifted = finished.model_copy(

@@ -27,7 +27,7 @@ async def test_retention_schedule_is_created_then_updated(
     action = description.schedule.action
     assert isinstance(action, ScheduleActionStartWorkflow)
     assert action.workflow == "RetentionWorkflow"
-    days = temporal.data_converter.payload_converter.from_payload(action.args[0], int)  # type: ignore[arg-type]
+    days = temporal.data_converter.payload_converter.from_payload(action.args[0], int)
     assert days == 7
     calendar = description.schedule.spec.calendars[0]
     assert ([r.start for r in calendar.hour], [r.start for r in calendar.minute]) == ([3], [17])
@@ -42,6 +42,6 @@ async def test_retention_schedule_is_created_then_updated(
         assert isinstance(action, ScheduleActionExecutionStartWorkflow)
         return action.workflow_id
 
-    workflow_id = await eventually(triggered)
+    workflow_id: str = await eventually(triggered)
     deleted = await temporal.get_workflow_handle(workflow_id).result()
     assert isinstance(deleted, int) and deleted >= 0

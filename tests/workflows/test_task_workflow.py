@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -152,3 +153,23 @@ async def test_unexpected_status_per_expect_status(user: ApiUser, target: HttpTa
     accepted = recurring(f"{target.url}/seq/{key}x?codes=404", config={"expect_status": [404]})
     _, ok = await _run_once(user, accepted)
     assert ok["status"] == "succeeded" and ok["result"]["status_code"] == 404
+
+
+async def test_cancelled_run_is_recorded_as_cancelled(
+    user: ApiUser, target: HttpTarget, temporal: Client
+) -> None:
+    key = uuid.uuid4().hex
+    body = recurring(f"{target.url}/slow/{key}?seconds=20", retry=fast_retry(1))
+    task = await user.create_task({**body, "schedule": {"interval_seconds": 86400}})
+    started = (await user.post(f"/api/tasks/{task['id']}/run")).json()
+    await eventually(lambda: asyncio.sleep(0, target.hits(key) == 1))
+    handle = temporal.get_workflow_handle(started["workflow_id"], run_id=started["run_id"])
+    await handle.cancel()
+
+    async def final() -> dict[str, Any] | None:
+        runs = await user.executions(task["id"])
+        return runs[0] if runs and runs[0]["status"] != "running" else None
+
+    run = await eventually(final)
+    assert run["status"] == "cancelled" and run["error"]["type"] == "Cancelled"
+    assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
