@@ -13,20 +13,31 @@ executions are final, and prints p50/p95/p99/max of two lateness measures:
 - workflow start: the execution's ``started_at - scheduled_at`` from
   ``GET /api/tasks/{id}/executions``: Temporal's share (schedule fire to workflow start).
 
-Usage: ``.venv/bin/python bench/fire_lateness.py [--n 100]``
+Then, unless ``--no-bare``, the same against bare Temporal on the same dev server: N
+Temporal schedules created directly with temporalio's ``Client`` (ids
+``bench-bare-<uuid>-<i>``, same bounded concurrency), each the shape Cronpilot gives a
+one-time task (a single UTC calendar instant about ``--lead`` seconds ahead, one remaining
+action, a 60 s catch-up window). Each starts a ``BareLatenessWorkflow`` on a task queue of
+its own, served by a worker in this process, which runs one activity that records
+``time.time()`` the moment it starts (the equivalent of Cronpilot's action start) and the
+workflow's ``start_time``. Both are measured against the scheduled instant; the bare
+schedules are deleted afterwards. The last line is the ratio of the action-start p50s.
+
+Usage: ``.venv/bin/python bench/fire_lateness.py [--n 100] [--no-bare]``
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import signal
 import sys
 import time
 import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -38,8 +49,85 @@ from _harness import (
     cronpilot_dev,
     percentile,
 )
+from temporalio import activity, workflow
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleCalendarSpec,
+    ScheduleHandle,
+    SchedulePolicy,
+    ScheduleRange,
+    ScheduleSpec,
+    ScheduleState,
+)
+from temporalio.common import RetryPolicy
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 FINAL = ("succeeded", "failed", "skipped", "cancelled", "timed_out")
+LABEL_WIDTH = 54
+
+
+# -- bare Temporal baseline ------------------------------------------------------------------
+
+
+@dataclass
+class BareRecorder:
+    """What the bare activities saw, per schedule index: (activity start, workflow start),
+    both wall-clock seconds; every start is kept, so duplicates show."""
+
+    starts: dict[int, list[tuple[float, float]]] = field(default_factory=dict)
+    count: int = 0
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def record(self, index: int, activity_start: float, workflow_start: float) -> None:
+        self.starts.setdefault(index, []).append((activity_start, workflow_start))
+        self.count += 1
+        self.changed.set()
+
+    async def wait_for(self, count: int, timeout: float) -> bool:
+        """Wait until ``count`` activities started in all; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while self.count < count:
+            self.changed.clear()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), remaining)
+        return True
+
+
+BARE = BareRecorder()
+
+
+@activity.defn
+async def record_bare_start(index: int, workflow_start: float) -> None:
+    """The bare baseline's action: note when it started."""
+    BARE.record(index, time.time(), workflow_start)
+
+
+@workflow.defn
+class BareLatenessWorkflow:
+    """One activity that records its start: the least a scheduled run with an action does."""
+
+    @workflow.run
+    async def run(self, index: int) -> None:
+        await workflow.execute_activity(
+            record_bare_start,
+            args=[index, workflow.info().start_time.timestamp()],
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_attempts=1),
+        )
+
+
+@dataclass
+class BareResult:
+    action_start: list[float]
+    workflow_start: list[float]
+    run_at: datetime
+    complete: bool
+    duplicates: int
 
 
 @dataclass
@@ -66,6 +154,11 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=120.0,
         help="seconds after run_at to wait for all requests (default 120)",
+    )
+    parser.add_argument(
+        "--no-bare",
+        action="store_true",
+        help="skip the bare-Temporal baseline (N schedules created directly on the dev server)",
     )
     add_server_arguments(parser)
     return parser
@@ -113,10 +206,107 @@ async def _executions(api: httpx.AsyncClient, task_id: str) -> list[dict[str, An
 
 def _row(label: str, values_s: list[float]) -> str:
     if not values_s:
-        return f"{label:<44} {0:>5}" + "        -" * 4
+        return f"{label:<{LABEL_WIDTH}} {0:>5}" + "        -" * 4
     ms = [v * 1000 for v in values_s]
     cells = "".join(f"{percentile(ms, q):>9.0f}" for q in (50, 95, 99, 100))
-    return f"{label:<44} {len(ms):>5}{cells}"
+    return f"{label:<{LABEL_WIDTH}} {len(ms):>5}{cells}"
+
+
+def _bare_schedule(index: int, run_at: datetime, schedule_id: str, queue: str) -> Schedule:
+    """The schedule Cronpilot would make for a one-time task (api/scheduling.py), whose
+    action starts a ``BareLatenessWorkflow`` instead of a ``TaskWorkflow``."""
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            BareLatenessWorkflow.run, index, id=schedule_id, task_queue=queue
+        ),
+        spec=ScheduleSpec(
+            calendars=[
+                ScheduleCalendarSpec(
+                    second=[ScheduleRange(run_at.second)],
+                    minute=[ScheduleRange(run_at.minute)],
+                    hour=[ScheduleRange(run_at.hour)],
+                    day_of_month=[ScheduleRange(run_at.day)],
+                    month=[ScheduleRange(run_at.month)],
+                    year=[ScheduleRange(run_at.year)],
+                )
+            ],
+            time_zone_name="UTC",
+        ),
+        policy=SchedulePolicy(catchup_window=timedelta(seconds=60)),
+        state=ScheduleState(limited_actions=True, remaining_actions=1),
+    )
+
+
+async def _delete_schedules(handles: list[ScheduleHandle], concurrency: int) -> int:
+    """Delete the bare schedules, best effort; how many could not be deleted."""
+
+    async def delete(handle: ScheduleHandle) -> bool:
+        try:
+            await handle.delete()
+        except Exception:
+            return False
+        return True
+
+    return (await bounded((delete(h) for h in handles), concurrency)).count(False)
+
+
+async def _bare(args: argparse.Namespace, n: int, dev: DevServer) -> BareResult:
+    """N bare Temporal schedules due the same second on the dev server; their lateness."""
+    client = await Client.connect(dev.temporal_address)
+    run_uuid = uuid.uuid4()
+    queue = f"bench-bare-{run_uuid.hex[:8]}"
+    handles: list[ScheduleHandle] = []
+
+    async def create(index: int, run_at: datetime) -> None:
+        schedule_id = f"bench-bare-{run_uuid}-{index}"
+        handles.append(
+            await client.create_schedule(
+                schedule_id, _bare_schedule(index, run_at, schedule_id, queue)
+            )
+        )
+
+    # The workflow class lives in __main__, which the sandbox cannot re-import; a baseline
+    # needs no sandbox. (Cronpilot's worker does sandbox TaskWorkflow, a small extra cost.)
+    async with Worker(
+        client,
+        task_queue=queue,
+        workflows=[BareLatenessWorkflow],
+        activities=[record_bare_start],
+        workflow_runner=UnsandboxedWorkflowRunner(),
+        max_concurrent_activities=max(200, n),
+    ):
+        try:
+            run_at_ts = math.ceil(time.time() + args.lead)
+            run_at = datetime.fromtimestamp(run_at_ts, UTC)
+            print(
+                f"bare Temporal: creating {n} schedules due {run_at.isoformat()} on {queue} ...",
+                flush=True,
+            )
+            started = time.time()
+            await bounded((create(i, run_at) for i in range(n)), args.concurrency)
+            done = time.time()
+            print(
+                f"bare Temporal: created {n} schedules in {done - started:.1f} s "
+                f"({n / (done - started):.1f}/s), {run_at_ts - done:.1f} s before run_at",
+                flush=True,
+            )
+            if done > run_at_ts - 1:
+                print(
+                    "WARNING: creation ended less than 1 s before run_at; raise --lead", flush=True
+                )
+            complete = await BARE.wait_for(n, max(0.0, run_at_ts - time.time()) + args.timeout)
+        finally:
+            failed = await _delete_schedules(handles, args.concurrency)
+            if failed:
+                print(f"bare Temporal: {failed} schedules could not be deleted", flush=True)
+    firsts = [starts[0] for starts in BARE.starts.values()]
+    return BareResult(
+        action_start=[activity_start - run_at_ts for activity_start, _ in firsts],
+        workflow_start=[workflow_start - run_at_ts for _, workflow_start in firsts],
+        run_at=run_at,
+        complete=complete and len(firsts) == n,
+        duplicates=sum(len(starts) - 1 for starts in BARE.starts.values()),
+    )
 
 
 async def _bench(args: argparse.Namespace) -> int:
@@ -163,19 +353,39 @@ async def _measure(args: argparse.Namespace, n: int, hook: HookServer, dev: DevS
                 start_lateness.append((started_at - scheduled_at).total_seconds())
     duplicates = sum(len(times) - 1 for times in hook.arrivals.values())
 
+    bare = None if args.no_bare else await _bare(args, n, dev)
+
     print()
     print(f"fire lateness: {n} one-time tasks due {run_at.isoformat()} ({dev.database})")
     print(f"requests arrived   {len(arrival_lateness)}/{n} (duplicates: {duplicates})")
     print(f"executions         {len(start_lateness)}/{n} succeeded with scheduled_at; ", end="")
     print("by status " + (", ".join(f"{k} {v}" for k, v in sorted(statuses.items())) or "none"))
     print(f"user stats         {counts}")
+    if bare is not None:
+        print(
+            f"bare Temporal      {len(bare.action_start)}/{n} activities started "
+            f"(duplicates: {bare.duplicates}), schedules due {bare.run_at.isoformat()}"
+        )
     print()
-    print(f"{'lateness (ms)':<44} {'n':>5}{'p50':>9}{'p95':>9}{'p99':>9}{'max':>9}")
+    header = f"{'lateness (ms)':<{LABEL_WIDTH}} {'n':>5}"
+    print(header + "".join(f"{q:>9}" for q in ("p50", "p95", "p99", "max")))
     print(_row("action start (request arrival - run_at)", arrival_lateness))
     print(_row("workflow start (started_at - scheduled_at)", start_lateness))
     ok = all_arrived and len(start_lateness) == n
+    if bare is not None:
+        print(_row("bare Temporal: action start (activity start - run_at)", bare.action_start))
+        print(_row("bare Temporal: workflow start", bare.workflow_start))
+        if arrival_lateness and bare.action_start:
+            ours = percentile(arrival_lateness, 50)
+            base = percentile(bare.action_start, 50)
+            ratio = f"{ours / base:.2f}" if base > 0 else "-"
+            print(
+                f"\nratio cronpilot / bare, action start p50: {ratio} "
+                f"({ours * 1000:.0f} ms / {base * 1000:.0f} ms)"
+            )
+        ok = ok and bare.complete
     if not ok:
-        print("\nINCOMPLETE: not every task ran and succeeded in time", flush=True)
+        print("\nINCOMPLETE: not every task (or bare schedule) ran in time", flush=True)
     return 0 if ok else 1
 
 
