@@ -21,7 +21,7 @@ from temporalio.client import (
 )
 from temporalio.worker import Worker
 
-from activities._http import close_http_client
+from activities._action import ActionDeps
 from activities.history import HistoryActivities
 from activities.registry import action_activities
 from schema.db import create_engine, create_sessionmaker
@@ -35,10 +35,13 @@ MAX_CONCURRENT_ACTIVITIES = 200
 
 
 def build_workers(
-    client: Client, sessions: async_sessionmaker[AsyncSession], task_queue: str
-) -> list[Worker]:
-    """The main worker (workflows, history and actions) and, if any exist, the code worker."""
+    client: Client, sessions: async_sessionmaker[AsyncSession], settings: Settings
+) -> tuple[list[Worker], ActionDeps]:
+    """The main worker (workflows, history and actions), the code worker if any, and the
+    dependencies of their actions (close them after the workers stop)."""
+    task_queue = settings.task_queue
     history = HistoryActivities(sessions, client)
+    deps = ActionDeps(settings, sessions)
     workers = [
         Worker(
             client,
@@ -48,12 +51,12 @@ def build_workers(
                 history.record_execution_started,
                 history.record_execution_finished,
                 history.delete_old_executions,
-                *action_activities("main"),
+                *action_activities(deps, "main"),
             ],
             max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
         )
     ]
-    code_activities = action_activities("code")
+    code_activities = action_activities(deps, "code")
     if code_activities:
         workers.append(
             Worker(
@@ -63,7 +66,7 @@ def build_workers(
                 activity_executor=ThreadPoolExecutor(8),
             )
         )
-    return workers
+    return workers, deps
 
 
 async def ensure_retention_schedule(client: Client, settings: Settings) -> None:
@@ -93,14 +96,14 @@ async def running_workers(settings: Settings, client: Client) -> AsyncIterator[N
     engine = create_engine(settings.resolved_database_url)
     await ensure_search_attributes(client)
     await ensure_retention_schedule(client, settings)
-    workers = build_workers(client, create_sessionmaker(engine), settings.task_queue)
+    workers, deps = build_workers(client, create_sessionmaker(engine), settings)
     tasks = [asyncio.create_task(worker.run()) for worker in workers]
     try:
         yield
     finally:
         await asyncio.gather(*(worker.shutdown() for worker in workers), return_exceptions=True)
         await asyncio.gather(*tasks, return_exceptions=True)
-        await close_http_client()
+        await deps.close()
         await engine.dispose()
 
 

@@ -1,4 +1,5 @@
-"""What every action activity shares: its log, attempt bookkeeping and classified failures.
+"""What every action activity shares: rendering its config, its log, heartbeats, attempt
+bookkeeping, redaction of secrets and classified failures.
 
 Logs survive retries: each attempt heartbeats its log, and the next attempt starts from
 the previous attempt's heartbeat details, so the final record shows every attempt.
@@ -9,32 +10,71 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Literal, NoReturn
 
+import httpx
+from jinja2 import TemplateError
+from jinja2.exceptions import SecurityError
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities._network import BlockedAddress, GuardedTransport
+from activities._templates import MissingSecret, SecretValues, redact, referenced_names, render
+from schema import crud
+from schema.crypto import SecretBox
 from schema.executions import ActionInput, ActionOutcome, LogEntry
+from schema.settings import Settings
 
 MAX_LOG_ENTRIES = 200
 MAX_RETRY_AFTER = timedelta(hours=1)
 # Heartbeats carry the log to the next attempt, let Temporal notice a dead worker within the
 # workflow's heartbeat timeout, and are how a cancellation reaches a running action.
 HEARTBEAT_EVERY_SECONDS = 5.0
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+@dataclass
+class ActionDeps:
+    """What actions may use: settings, the database (secrets, history) and HTTP."""
+
+    settings: Settings
+    sessions: async_sessionmaker[AsyncSession]
+    _http: httpx.AsyncClient | None = field(default=None, init=False)
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """One pooled client per worker, behind the outbound network guard."""
+        if self._http is None or self._http.is_closed:
+            self._http = httpx.AsyncClient(
+                transport=GuardedTransport(
+                    allow_private=bool(self.settings.allow_private_networks),
+                    limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+                ),
+                follow_redirects=True,
+                headers={"User-Agent": "Cronpilot/0.1"},
+            )
+        return self._http
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
 
 
 class ActionRun:
-    """One attempt of an action: collects log lines and ends in an outcome or a failure.
+    """One attempt of an action: collects log lines and ends in an outcome or a failure."""
 
-    Use it as ``async with ActionRun(action_input) as run:`` so it heartbeats meanwhile.
-    """
-
-    def __init__(self, action_input: ActionInput) -> None:
+    def __init__(self, action_input: ActionInput, deps: ActionDeps) -> None:
         self.input = action_input
+        self.deps = deps
         info = activity.info()
         self.attempt = info.attempt
+        self.secrets: list[str] = []
         self.logs: list[LogEntry] = []
         details = info.heartbeat_details
         if details and isinstance(details[0], dict):
@@ -62,16 +102,65 @@ class ActionRun:
             await asyncio.sleep(HEARTBEAT_EVERY_SECONDS)
             activity.heartbeat(self._details())
 
-    def log(
-        self, message: str, level: Literal["debug", "info", "warning", "error"] = "info"
-    ) -> None:
-        self.logs.append(LogEntry(at=datetime.now(UTC), level=level, message=message))
+    async def config(self) -> BaseModel:
+        """The action's config with its templates rendered, validated again."""
+        config = self.input.action.config
+        raw = config.model_dump(mode="json")
+        context = self._template_context()
+        names = referenced_names(raw)
+        if "secrets" in names:
+            secrets = await self._load_secrets()
+            self.secrets = sorted(secrets.values(), key=len, reverse=True)
+            context["secrets"] = secrets
+        try:
+            rendered = render(raw, context)
+        except MissingSecret as error:
+            self.fail("MissingSecret", str(error), retryable=False)
+        except SecurityError as error:
+            self.fail("TemplateSecurityError", str(error), retryable=False)
+        except TemplateError as error:
+            self.fail("TemplateError", f"{type(error).__name__}: {error}", retryable=False)
+        try:
+            return type(config).model_validate(rendered)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+            )
+            self.fail("InvalidConfig", f"after rendering templates: {problems}", retryable=False)
+
+    def _template_context(self) -> dict[str, Any]:
+        context = self.input.context
+        return {
+            "task": {"id": str(context.task_id), "name": context.task_name},
+            "run": {
+                "trigger": context.trigger,
+                "scheduled_at": context.scheduled_at.isoformat() if context.scheduled_at else None,
+                "workflow_id": self.input.workflow_id,
+                "run_id": self.input.run_id,
+                "attempt": self.attempt,
+            },
+            "payload": context.payload,
+            "steps": context.steps,
+            "now": datetime.now(UTC),
+        }
+
+    async def _load_secrets(self) -> SecretValues:
+        box = SecretBox(self.deps.settings)
+        async with self.deps.sessions() as session:
+            stored = await crud.list_secrets(session, user_id=self.input.user_id)
+        return SecretValues({s.name: box.decrypt(s.value_encrypted) for s in stored})
+
+    def log(self, message: str, level: LogLevel = "info") -> None:
+        entry = LogEntry(at=datetime.now(UTC), level=level, message=redact(message, self.secrets))
+        self.logs.append(entry)
         del self.logs[:-MAX_LOG_ENTRIES]
         activity.heartbeat(self._details())
 
     def outcome(self, result: Any) -> ActionOutcome:
         self.log("succeeded")
-        return ActionOutcome(result=result, logs=self.logs, attempt=self.attempt)
+        return ActionOutcome(
+            result=redact(result, self.secrets), logs=self.logs, attempt=self.attempt
+        )
 
     def fail(
         self,
@@ -82,6 +171,7 @@ class ActionRun:
         retry_after: timedelta | None = None,
     ) -> NoReturn:
         """Raise a classified failure; a retryable one gets a jittered or server-given delay."""
+        message = redact(message, self.secrets)
         self.log(f"{error_type}: {message}", level="error")
         delay = None
         if retryable:
@@ -112,3 +202,26 @@ class ActionRun:
             "attempt": self.attempt,
             "logs": [entry.model_dump(mode="json") for entry in self.logs],
         }
+
+
+Handler = Callable[[ActionRun, Any], Awaitable[Any]]
+
+
+def action_activity(name: str, handler: Handler, deps: ActionDeps) -> Callable[..., Any]:
+    """The Temporal activity ``name`` that runs ``handler`` with rendering and classification."""
+
+    async def run_action(action_input: ActionInput) -> ActionOutcome:
+        async with ActionRun(action_input, deps) as run:
+            config = await run.config()
+            try:
+                result = await handler(run, config)
+            except ApplicationError:
+                raise
+            except BlockedAddress as error:
+                run.fail("BlockedAddress", str(error), retryable=False)
+            except Exception as error:  # unexpected: still classified, redacted and retried
+                run.fail(type(error).__name__, str(error), retryable=True)
+            return run.outcome(result)
+
+    run_action.__name__ = run_action.__qualname__ = name
+    return activity.defn(name=name)(run_action)

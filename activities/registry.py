@@ -1,4 +1,4 @@
-"""The one map from ``action.type`` to the activity that runs it and its task queue."""
+"""The one map from ``action.type`` to the handler that runs it, its activity and queue."""
 
 from __future__ import annotations
 
@@ -6,25 +6,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from activities.webhook import run_webhook
+from activities import webhook
+from activities._action import ActionDeps, Handler, action_activity
+
+Queue = Literal["main", "code"]
 
 
 @dataclass(frozen=True)
 class ActionActivity:
-    activity: Callable[..., Any]
-    queue: Literal["main", "code"] = "main"
-
-    @property
-    def name(self) -> str:
-        """The activity's registered name (``@activity.defn`` uses the function name)."""
-        return self.activity.__name__
+    name: str
+    handler: Handler
+    queue: Queue = "main"
 
 
 ACTIONS: dict[str, ActionActivity] = {
-    "webhook": ActionActivity(run_webhook),
+    "webhook": ActionActivity("run_webhook", webhook.send),
 }
 
 
-def action_activities(queue: Literal["main", "code"]) -> list[Callable[..., Any]]:
+def action_activities(deps: ActionDeps, queue: Queue) -> list[Callable[..., Any]]:
     """The activities a worker on that queue must register."""
-    return [entry.activity for entry in ACTIONS.values() if entry.queue == queue]
+    return [
+        action_activity(entry.name, entry.handler, deps)
+        for entry in ACTIONS.values()
+        if entry.queue == queue
+    ]

@@ -9,31 +9,22 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
-from temporalio import activity
 
 from activities._action import ActionRun
-from activities._http import http_client
 from schema.actions import WebhookConfig
-from schema.executions import ActionInput, ActionOutcome
 
 MAX_BODY_BYTES = 64 * 1024
 ERROR_BODY_CHARS = 300
 
 
-@activity.defn
-async def run_webhook(action_input: ActionInput) -> ActionOutcome:
-    """Send the configured HTTP request and return its status, headers and (capped) body."""
-    config = action_input.action.config
-    assert isinstance(config, WebhookConfig)
-    async with ActionRun(action_input) as run:
-        return await _call(run, config)
-
-
-async def _call(run: ActionRun, config: WebhookConfig) -> ActionOutcome:
+async def send(run: ActionRun, config: WebhookConfig) -> dict[str, Any]:
+    """Send the configured HTTP request; return its status, headers and (capped) body."""
+    if not config.url.lower().startswith(("http://", "https://")):
+        run.fail("InvalidConfig", "the rendered url must start with http(s)://", retryable=False)
     run.log(f"{config.method} {config.url}")
     started = time.perf_counter()
     try:
-        response, body, truncated = await _send(config)
+        response, body, truncated = await _send(run.deps.http, config)
     except httpx.TimeoutException as error:
         run.fail(
             "HttpTimeout",
@@ -48,18 +39,18 @@ async def _call(run: ActionRun, config: WebhookConfig) -> ActionOutcome:
     run.log(f"HTTP {response.status_code} in {elapsed_ms} ms")
     if not config.accepts(response.status_code):
         _fail_on_status(run, response, body)
-    return run.outcome(
-        {
-            "status_code": response.status_code,
-            "headers": dict(response.headers),
-            "body": _decode(response, body),
-            "body_truncated": truncated,
-            "elapsed_ms": elapsed_ms,
-        }
-    )
+    return {
+        "status_code": response.status_code,
+        "headers": dict(response.headers),
+        "body": _decode(response, body),
+        "body_truncated": truncated,
+        "elapsed_ms": elapsed_ms,
+    }
 
 
-async def _send(config: WebhookConfig) -> tuple[httpx.Response, bytes, bool]:
+async def _send(
+    client: httpx.AsyncClient, config: WebhookConfig
+) -> tuple[httpx.Response, bytes, bool]:
     body: dict[str, Any] = {}
     if isinstance(config.body, str):
         body["content"] = config.body.encode()
@@ -67,14 +58,14 @@ async def _send(config: WebhookConfig) -> tuple[httpx.Response, bytes, bool]:
         body["json"] = config.body
     # Merge the configured query into the URL's own (httpx would replace it).
     url = httpx.URL(config.url).copy_merge_params(config.query)
-    request = http_client().build_request(
+    request = client.build_request(
         config.method,
         url,
         headers=config.headers,
         timeout=config.timeout_seconds,
         **body,
     )
-    response = await http_client().send(request, stream=True)
+    response = await client.send(request, stream=True)
     try:
         chunks: list[bytes] = []
         size = 0

@@ -18,7 +18,7 @@ from temporalio.client import Client
 from api import scheduling
 from api.deps import AppState
 from api.errors import install_error_handlers, problem_response
-from api.routes import executions, health, me, stats, tasks
+from api.routes import executions, health, me, secrets, stats, tasks
 from schema.db import create_engine, create_sessionmaker
 from schema.settings import Settings, get_settings
 from schema.temporal import connect
@@ -136,7 +136,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
         return response
 
-    for module in (tasks, executions, stats, me, health):
+    for module in (tasks, executions, stats, secrets, me, health):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)

@@ -41,8 +41,8 @@ class WebhookConfig(StrictModel):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        # Templates may build the URL, but its scheme must be literal and http(s).
-        if not value.lower().startswith(("http://", "https://")):
+        # A template is checked again once rendered, inside the activity.
+        if "{{" not in value and not value.lower().startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value
 

@@ -29,7 +29,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schema.executions import FINAL_STATUSES, ExecutionFinished, ExecutionStarted
-from schema.orm import ApiKey, Task, TaskExecution, User, utcnow
+from schema.orm import ApiKey, Secret, Task, TaskExecution, User, utcnow
 from schema.tasks import TaskSpec
 
 API_KEY_PREFIX = "cp_"
@@ -410,3 +410,41 @@ async def delete_executions_before(session: AsyncSession, *, cutoff: datetime, b
     oldest = select(TaskExecution.id).where(TaskExecution.started_at < cutoff).limit(batch)
     result = await session.execute(delete(TaskExecution).where(TaskExecution.id.in_(oldest)))
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+# -- secrets ----------------------------------------------------------------------------
+
+
+async def put_secret(
+    session: AsyncSession, *, user_id: uuid.UUID, name: str, value_encrypted: str
+) -> tuple[Secret, bool]:
+    """Create or replace a user's secret; True when it is new."""
+    secret = await session.scalar(
+        select(Secret).where(Secret.user_id == user_id, Secret.name == name).with_for_update()
+    )
+    now = utcnow()
+    created = secret is None
+    if secret is None:
+        secret = Secret(id=uuid.uuid4(), user_id=user_id, name=name, created_at=now)
+        session.add(secret)
+    secret.value_encrypted = value_encrypted
+    secret.updated_at = now
+    await session.flush()
+    return secret, created
+
+
+async def list_secrets(session: AsyncSession, *, user_id: uuid.UUID) -> Sequence[Secret]:
+    return (
+        await session.scalars(select(Secret).where(Secret.user_id == user_id).order_by(Secret.name))
+    ).all()
+
+
+async def delete_secret(session: AsyncSession, *, user_id: uuid.UUID, name: str) -> bool:
+    result = await session.execute(
+        delete(Secret).where(Secret.user_id == user_id, Secret.name == name)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def all_secrets(session: AsyncSession) -> Sequence[Secret]:
+    return (await session.scalars(select(Secret))).all()

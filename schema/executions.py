@@ -41,6 +41,7 @@ class ActionContext(BaseModel):
     trigger: Trigger
     scheduled_at: datetime | None = None
     payload: Any = None
+    steps: dict[str, Any] = Field(default_factory=dict)
 
 
 class ActionInput(BaseModel):

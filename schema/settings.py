@@ -44,6 +44,11 @@ class Settings(BaseSettings):
         description="Encrypts secrets at rest and signs resume tokens; at least 32 characters. "
         "Required outside dev; dev generates one and keeps it in the data dir.",
     )
+    secret_key_previous: str | None = Field(
+        None,
+        description="Earlier secret keys, comma-separated, still accepted for decryption "
+        "while `cronpilot secrets rotate` re-encrypts with the current key.",
+    )
     public_url: str = Field(
         "http://localhost:8000", description="Public base URL of webhook and resume URLs."
     )
@@ -101,6 +106,12 @@ class Settings(BaseSettings):
         if self.env != "dev" and not self.database_url:
             raise ValueError("CRONPILOT_DATABASE_URL is required outside dev")
         return self
+
+    @property
+    def previous_secret_keys(self) -> list[str]:
+        """``SECRET_KEY_PREVIOUS`` as a list."""
+        text = self.secret_key_previous or ""
+        return [key.strip() for key in text.split(",") if key.strip()]
 
     @property
     def resolved_database_url(self) -> str:

@@ -113,11 +113,12 @@ async def worker(
     temporal: Client, sessions: async_sessionmaker[AsyncSession], settings: Settings
 ) -> AsyncIterator[None]:
     """The real worker (TaskWorkflow, history and action activities) on the test queue."""
-    workers = build_workers(temporal, sessions, settings.task_queue)
+    workers, deps = build_workers(temporal, sessions, settings)
     runs = [asyncio.create_task(w.run()) for w in workers]
     yield
     await asyncio.gather(*(w.shutdown() for w in workers))
     await asyncio.gather(*runs)
+    await deps.close()
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from temporalio.client import Client
 from schema import crud
 from schema.db import create_engine, create_sessionmaker
 from schema.orm import Task, TaskExecution
+from schema.settings import Settings
 from schema.tasks import TaskRunInput, TaskSpec
 from tests.conftest import eventually
 from tests.fixtures.http_target import HttpTarget
@@ -28,13 +29,16 @@ async def test_history_survives_a_database_outage(
     temporal: Client,
     sessions: async_sessionmaker[AsyncSession],
     target: HttpTarget,
+    settings: Settings,
 ) -> None:
     url = make_url(pg_url)
     proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
     await proxy.start()
     proxied = create_engine(url.set(host="127.0.0.1", port=proxy.port).render_as_string(False))
     queue = f"outage-{uuid.uuid4().hex[:8]}"
-    workers = build_workers(temporal, create_sessionmaker(proxied), queue)
+    workers, deps = build_workers(
+        temporal, create_sessionmaker(proxied), settings.model_copy(update={"task_queue": queue})
+    )
     runs = [asyncio.create_task(w.run()) for w in workers]
     key = uuid.uuid4().hex
     spec = TaskSpec.model_validate(recurring(f"{target.url}/ok/{key}", interval_seconds=3600))
@@ -79,4 +83,5 @@ async def test_history_survives_a_database_outage(
         await proxy.cut()
         await asyncio.gather(*(w.shutdown() for w in workers))
         await asyncio.gather(*runs)
+        await deps.close()
         await proxied.dispose()
