@@ -26,6 +26,7 @@ from schema.db import create_engine, create_sessionmaker
 from schema.migrate import upgrade
 from schema.settings import Settings
 from schema.temporal import TASK_ID_ATTRIBUTE, USER_ID_ATTRIBUTE
+from tests.fixtures.actions import ActionHarness
 from tests.fixtures.http_target import HttpTarget
 from worker import build_workers
 
@@ -205,3 +206,11 @@ async def eventually(
         if time.monotonic() > deadline:
             pytest.fail(f"condition not met within {timeout}s (last value: {value!r})")
         await asyncio.sleep(interval)
+
+
+@pytest.fixture
+async def harness(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> ActionHarness:
+    """Run actions directly for a fresh user (see tests/fixtures/actions.py)."""
+    async with sessions.begin() as session:
+        user = await crud.create_user(session, name=f"actions-{uuid.uuid4().hex[:8]}")
+    return ActionHarness(settings, sessions, user.id)

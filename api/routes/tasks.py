@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
+from activities.registry import ACTIONS
 from api import scheduling
 from api.deps import CurrentUser, SessionDep, StateDep
 from api.errors import Conflict, Invalid, NotFound, Problem, validation_errors
@@ -96,6 +97,12 @@ def task_public(task: Task, settings: Settings) -> TaskPublic:
     )
 
 
+def _require_available(spec: TaskSpec) -> None:
+    if spec.action.type not in ACTIONS:
+        message = f"the {spec.action.type} action is not available yet"
+        raise Invalid([{"loc": ["body", "action", "type"], "msg": message}])
+
+
 def _require_future_run(spec: TaskSpec, now: datetime) -> None:
     schedule = spec.schedule
     if spec.type == "one_time" and schedule and schedule.run_at and schedule.run_at <= now:
@@ -124,6 +131,7 @@ async def create_task(
     body: TaskCreate, user: CurrentUser, session: SessionDep, state: StateDep
 ) -> TaskPublic:
     """Create a task and its Temporal schedule."""
+    _require_available(body)
     _require_future_run(body, datetime.now(UTC))
     task = await crud.create_task(session, user_id=user.id, spec=body)
     await scheduling.create_schedule(
@@ -201,6 +209,7 @@ async def validate_task(
     now = datetime.now(UTC)
     try:
         spec = TaskCreate.model_validate(body)
+        _require_available(spec)
         _require_future_run(spec, now)
     except ValidationError as error:
         return ValidationReport(
@@ -319,6 +328,7 @@ def _merge_patch(target: Any, patch: Any) -> Any:
 
 
 async def _save_spec(task: Task, spec: TaskSpec, session: AsyncSession, state: StateDep) -> None:
+    _require_available(spec)
     old = crud.task_spec(task)
     rescheduled = old.schedule != spec.schedule or task.status in ("completed", "failed")
     if rescheduled:
