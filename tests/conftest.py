@@ -8,6 +8,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -208,9 +209,25 @@ async def eventually(
         await asyncio.sleep(interval)
 
 
+@pytest.fixture(scope="session")
+async def action_sessions(pg_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions for action tests, which need the database but no Temporal server."""
+    engine = create_engine(pg_url)
+    yield create_sessionmaker(engine)
+    await engine.dispose()
+
+
 @pytest.fixture
-async def harness(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> ActionHarness:
+async def harness(
+    pg_url: str, action_sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> ActionHarness:
     """Run actions directly for a fresh user (see tests/fixtures/actions.py)."""
-    async with sessions.begin() as session:
+    async with action_sessions.begin() as session:
         user = await crud.create_user(session, name=f"actions-{uuid.uuid4().hex[:8]}")
-    return ActionHarness(settings, sessions, user.id)
+    settings = Settings(
+        env="dev",
+        database_url=pg_url,
+        secret_key="test-secret-key-" + "x" * 32,
+        files_root=tmp_path / "files",
+    )
+    return ActionHarness(settings, action_sessions, user.id)
