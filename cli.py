@@ -82,6 +82,22 @@ async def _revoke_key(settings: Settings, key_id: uuid.UUID) -> bool:
         await engine.dispose()
 
 
+async def rotate_secrets(settings: Settings) -> int:
+    """Re-encrypt every stored secret with the current key; returns how many."""
+    from schema.crypto import SecretBox
+
+    box = SecretBox(settings)
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        async with create_sessionmaker(engine).begin() as session:
+            secrets_ = await crud.all_secrets(session)
+            for secret in secrets_:
+                secret.value_encrypted = box.rotate(secret.value_encrypted)
+        return len(secrets_)
+    finally:
+        await engine.dispose()
+
+
 async def _ensure_dev_key(settings: Settings) -> str:
     """The dev user's key: the one kept in the data dir if still valid, else a new one."""
     key_file = settings.data_dir / "dev-api-key"
@@ -352,6 +368,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     keys.add_parser("create", help="create an API key for a user").add_argument("user")
     keys.add_parser("revoke", help="revoke an API key").add_argument("key_id", type=uuid.UUID)
+    stored = commands.add_parser("secrets", help="manage stored secrets")
+    stored.add_subparsers(dest="action", required=True).add_parser(
+        "rotate", help="re-encrypt every secret with CRONPILOT_SECRET_KEY"
+    )
     return parser
 
 
@@ -379,6 +399,8 @@ def main(argv: list[str] | None = None) -> None:
         _run(simple[args.command](settings))
     elif args.command == "users":
         print(asyncio.run(_create_user(settings, args.name)))
+    elif args.command == "secrets":
+        print(f"re-encrypted {asyncio.run(rotate_secrets(settings))} secrets")
     elif args.command == "keys" and args.action == "create":
         print(asyncio.run(_create_key(settings, args.user)))
     elif not asyncio.run(_revoke_key(settings, args.key_id)):

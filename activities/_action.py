@@ -54,6 +54,7 @@ class ActionDeps:
             self._http = httpx.AsyncClient(
                 transport=GuardedTransport(
                     allow_private=bool(self.settings.allow_private_networks),
+                    allowed=self.settings.allowed_network_list,
                     limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
                 ),
                 follow_redirects=True,

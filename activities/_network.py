@@ -14,12 +14,13 @@ import asyncio
 import ipaddress
 import socket
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import httpcore
 import httpx
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 METADATA_ADDRESSES = {
     ipaddress.ip_address("169.254.169.254"),  # AWS, GCP, Azure, OpenStack
     ipaddress.ip_address("169.254.170.2"),  # AWS ECS task metadata
@@ -44,10 +45,23 @@ def _unwrapped(address: IPAddress) -> IPAddress:
     return address
 
 
-def is_blocked(address: IPAddress) -> bool:
-    """Whether a private-networks-off guard refuses this address."""
+def is_blocked(address: IPAddress, allowed: Sequence[IPNetwork] = ()) -> bool:
+    """Whether a private-networks-off guard refuses this address (``allowed`` excepted)."""
     inner = _unwrapped(address)
-    return inner in METADATA_ADDRESSES or address in METADATA_ADDRESSES or not inner.is_global
+    if any(inner in network or address in network for network in allowed):
+        return False
+    if inner in METADATA_ADDRESSES or address in METADATA_ADDRESSES:
+        return True
+    # is_global alone lets multicast through, so every category is named.
+    return (
+        not inner.is_global
+        or inner.is_multicast
+        or inner.is_private
+        or inner.is_loopback
+        or inner.is_link_local
+        or inner.is_reserved
+        or inner.is_unspecified
+    )
 
 
 async def resolve(host: str, port: int) -> list[IPAddress]:
@@ -68,8 +82,9 @@ async def resolve(host: str, port: int) -> list[IPAddress]:
 class GuardedBackend(httpcore.AsyncNetworkBackend):
     """httpcore's network backend with the address check in ``connect_tcp``."""
 
-    def __init__(self, allow_private: bool) -> None:
+    def __init__(self, allow_private: bool, allowed: Sequence[IPNetwork] = ()) -> None:
         self.allow_private = allow_private
+        self.allowed = list(allowed)
         self._inner = httpcore.AnyIOBackend()
 
     async def connect_tcp(
@@ -85,7 +100,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         except socket.gaierror as error:
             raise httpcore.ConnectError(f"cannot resolve {host}: {error}") from error
         if not self.allow_private:
-            blocked = [a for a in addresses if is_blocked(a)]
+            blocked = [a for a in addresses if is_blocked(a, self.allowed)]
             if blocked:
                 raise BlockedAddress(
                     f"{host} resolves to {blocked[0]}, a private or reserved address; "
@@ -117,7 +132,9 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
 class GuardedTransport(httpx.AsyncHTTPTransport):
     """httpx's transport over the guarded backend."""
 
-    def __init__(self, allow_private: bool, **kwargs: typing.Any) -> None:
+    def __init__(
+        self, allow_private: bool, allowed: Sequence[IPNetwork] = (), **kwargs: typing.Any
+    ) -> None:
         super().__init__(**kwargs)
         # httpx does not expose httpcore's network_backend; rebuild its pool with ours.
         self._pool = httpcore.AsyncConnectionPool(
@@ -127,5 +144,5 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
             keepalive_expiry=self._pool._keepalive_expiry,
             http1=self._pool._http1,
             http2=self._pool._http2,
-            network_backend=GuardedBackend(allow_private),
+            network_backend=GuardedBackend(allow_private, allowed),
         )

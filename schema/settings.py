@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Literal
 
@@ -85,6 +86,11 @@ class Settings(BaseSettings):
         description="Let actions reach loopback, private and link-local addresses. "
         "Default: true in dev, false otherwise.",
     )
+    allowed_networks: str | None = Field(
+        None,
+        description="Comma-separated addresses or CIDRs that actions may reach even when "
+        "private networks are not allowed (an internal API, say).",
+    )
     run_code_enabled: bool = Field(True, description="Allow the `run_code` action.")
     execution_retention_days: int = Field(
         30, ge=1, description="Executions older than this are deleted."
@@ -103,9 +109,19 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"CRONPILOT_SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters"
             )
+        try:
+            self.allowed_network_list  # noqa: B018 - parse now, so a typo stops the start
+        except ValueError as error:
+            raise ValueError(f"CRONPILOT_ALLOWED_NETWORKS: {error}") from None
         if self.env != "dev" and not self.database_url:
             raise ValueError("CRONPILOT_DATABASE_URL is required outside dev")
         return self
+
+    @property
+    def allowed_network_list(self) -> list[IPv4Network | IPv6Network]:
+        """``ALLOWED_NETWORKS`` parsed."""
+        text = self.allowed_networks or ""
+        return [ip_network(part.strip(), strict=False) for part in text.split(",") if part.strip()]
 
     @property
     def previous_secret_keys(self) -> list[str]:
