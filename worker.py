@@ -7,7 +7,6 @@ import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import (
@@ -32,38 +31,41 @@ from workflows.task import CODE_QUEUE_SUFFIX, TaskWorkflow
 
 log = logging.getLogger("cronpilot.worker")
 MAX_CONCURRENT_ACTIVITIES = 200
+MAX_CONCURRENT_CODE_RUNS = 8
 
 
 def build_workers(
     client: Client, sessions: async_sessionmaker[AsyncSession], settings: Settings
 ) -> tuple[list[Worker], ActionDeps]:
-    """The main worker (workflows, history and actions), the code worker if any, and the
-    dependencies of their actions (close them after the workers stop)."""
+    """The main worker (workflows, history and actions) and the code worker, as
+    ``WORKER_QUEUES`` asks, and the dependencies of their actions (close them after)."""
     task_queue = settings.task_queue
     history = HistoryActivities(sessions, client)
     deps = ActionDeps(settings, sessions)
-    workers = [
-        Worker(
-            client,
-            task_queue=task_queue,
-            workflows=[TaskWorkflow, RetentionWorkflow],
-            activities=[
-                history.record_execution_started,
-                history.record_execution_finished,
-                history.delete_old_executions,
-                *action_activities(deps, "main"),
-            ],
-            max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
+    workers = []
+    if settings.worker_queues in ("all", "main"):
+        workers.append(
+            Worker(
+                client,
+                task_queue=task_queue,
+                workflows=[TaskWorkflow, RetentionWorkflow],
+                activities=[
+                    history.record_execution_started,
+                    history.record_execution_finished,
+                    history.delete_old_executions,
+                    *action_activities(deps, "main"),
+                ],
+                max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
+            )
         )
-    ]
     code_activities = action_activities(deps, "code")
-    if code_activities:
+    if code_activities and settings.worker_queues in ("all", "code"):
         workers.append(
             Worker(
                 client,
                 task_queue=task_queue + CODE_QUEUE_SUFFIX,
                 activities=code_activities,
-                activity_executor=ThreadPoolExecutor(8),
+                max_concurrent_activities=MAX_CONCURRENT_CODE_RUNS,
             )
         )
     return workers, deps

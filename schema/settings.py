@@ -91,6 +91,11 @@ class Settings(BaseSettings):
         description="Comma-separated addresses or CIDRs that actions may reach even when "
         "private networks are not allowed (an internal API, say).",
     )
+    worker_queues: Literal["all", "main", "code"] = Field(
+        "all",
+        description="What `cronpilot worker` serves: `main` (workflows and actions), `code` "
+        "(only `run_code`, for isolated workers) or `all`.",
+    )
     run_code_enabled: bool = Field(True, description="Allow the `run_code` action.")
     execution_retention_days: int = Field(
         30, ge=1, description="Executions older than this are deleted."
