@@ -448,3 +448,26 @@ async def delete_secret(session: AsyncSession, *, user_id: uuid.UUID, name: str)
 
 async def all_secrets(session: AsyncSession) -> Sequence[Secret]:
     return (await session.scalars(select(Secret))).all()
+
+
+async def executions_since(
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    task_id: uuid.UUID,
+    since: datetime,
+    limit: int = 500,
+) -> Sequence[TaskExecution]:
+    """A user's task's executions since ``since``, newest first (for reports)."""
+    return (
+        await session.scalars(
+            select(TaskExecution)
+            .where(
+                TaskExecution.user_id == user_id,
+                TaskExecution.task_id == task_id,
+                TaskExecution.started_at >= since,
+            )
+            .order_by(TaskExecution.started_at.desc())
+            .limit(limit)
+        )
+    ).all()
