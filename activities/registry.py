@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from activities import webhook
+from activities import ai_prompt, webhook
 from activities._action import ActionDeps, Handler, action_activity
 
 Queue = Literal["main", "code"]
@@ -21,6 +21,7 @@ class ActionActivity:
 
 ACTIONS: dict[str, ActionActivity] = {
     "webhook": ActionActivity("run_webhook", webhook.send),
+    "ai_prompt": ActionActivity("run_ai_prompt", ai_prompt.prompt),
 }
 
 

@@ -68,7 +68,19 @@ class AiPromptConfig(StrictModel):
     system: str | None = Field(None, max_length=100_000)
     model: str | None = Field(None, description="Default: CRONPILOT_ANTHROPIC_MODEL.")
     max_tokens: int = Field(1024, ge=1, le=64_000)
-    temperature: float | None = Field(None, ge=0, le=1)
+    temperature: float | None = Field(
+        None, description="Kept for the contract; the current Messages API refuses it."
+    )
+
+    @field_validator("temperature")
+    @classmethod
+    def _no_temperature(cls, value: float | None) -> float | None:
+        if value is not None:
+            raise ValueError(
+                "the current Anthropic Messages API (and SDK) no longer accept temperature; "
+                "leave it out"
+            )
+        return value
 
 
 class SendEmailConfig(StrictModel):

@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     smtp_from: str = Field("cronpilot@localhost", description="Sender address of emails.")
     anthropic_api_key: str | None = Field(None, description="API key for Claude actions.")
     anthropic_base_url: str | None = Field(None, description="Override of the Anthropic API URL.")
-    anthropic_model: str = Field("claude-sonnet-4-5", description="Default Claude model.")
+    anthropic_model: str = Field("claude-sonnet-5-5", description="Default Claude model.")
     google_api_base_url: str = Field(
         "https://www.googleapis.com", description="Base URL of Google's REST APIs."
     )
