@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from activities import ai_prompt, webhook
+from activities import ai_prompt, send_email, webhook
 from activities._action import ActionDeps, Handler, action_activity
 
 Queue = Literal["main", "code"]
@@ -22,6 +22,7 @@ class ActionActivity:
 ACTIONS: dict[str, ActionActivity] = {
     "webhook": ActionActivity("run_webhook", webhook.send),
     "ai_prompt": ActionActivity("run_ai_prompt", ai_prompt.prompt),
+    "send_email": ActionActivity("run_send_email", send_email.send),
 }
 
 
