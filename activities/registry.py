@@ -6,7 +6,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from activities import ai_prompt, send_email, webhook
+from activities import (
+    ai_prompt,
+    generate_report,
+    google_workspace,
+    send_email,
+    web_scrape,
+    webhook,
+)
 from activities._action import ActionDeps, Handler, action_activity
 
 Queue = Literal["main", "code"]
@@ -23,6 +30,9 @@ ACTIONS: dict[str, ActionActivity] = {
     "webhook": ActionActivity("run_webhook", webhook.send),
     "ai_prompt": ActionActivity("run_ai_prompt", ai_prompt.prompt),
     "send_email": ActionActivity("run_send_email", send_email.send),
+    "web_scrape": ActionActivity("run_web_scrape", web_scrape.scrape),
+    "generate_report": ActionActivity("run_generate_report", generate_report.generate),
+    "google_workspace": ActionActivity("run_google_workspace", google_workspace.call),
 }
 
 
