@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from activities import (
     ai_prompt,
+    file_operation,
     generate_report,
     google_workspace,
     send_email,
@@ -33,6 +34,7 @@ ACTIONS: dict[str, ActionActivity] = {
     "web_scrape": ActionActivity("run_web_scrape", web_scrape.scrape),
     "generate_report": ActionActivity("run_generate_report", generate_report.generate),
     "google_workspace": ActionActivity("run_google_workspace", google_workspace.call),
+    "file_operation": ActionActivity("run_file_operation", file_operation.operate),
 }
 
 
