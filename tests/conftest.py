@@ -28,7 +28,10 @@ from schema.migrate import upgrade
 from schema.settings import Settings
 from schema.temporal import TASK_ID_ATTRIBUTE, USER_ID_ATTRIBUTE
 from tests.fixtures.actions import ActionHarness
+from tests.fixtures.fake_anthropic import FakeAnthropic
+from tests.fixtures.fake_google import FakeGoogle
 from tests.fixtures.http_target import HttpTarget
+from tests.fixtures.smtp_server import SmtpServer
 from worker import build_workers
 
 T = TypeVar("T")
@@ -87,7 +90,41 @@ def temporal(temporal_env: WorkflowEnvironment) -> Client:
 
 
 @pytest.fixture(scope="session")
-def settings(pg_url: str, temporal: Client) -> Settings:
+def smtp_peer() -> Iterator[SmtpServer]:
+    """The SMTP server the session's worker sends through."""
+    server = SmtpServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+async def claude_peer() -> AsyncIterator[FakeAnthropic]:
+    """The Messages API the session's worker talks to."""
+    server = FakeAnthropic()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture(scope="session")
+async def google_peer() -> AsyncIterator[FakeGoogle]:
+    """The Google APIs the session's worker calls."""
+    server = FakeGoogle()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(
+    pg_url: str,
+    temporal: Client,
+    smtp_peer: SmtpServer,
+    claude_peer: FakeAnthropic,
+    google_peer: FakeGoogle,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Settings:
     return Settings(
         env="dev",
         database_url=pg_url,
@@ -95,6 +132,13 @@ def settings(pg_url: str, temporal: Client) -> Settings:
         task_queue=f"cronpilot-test-{uuid.uuid4().hex[:8]}",
         secret_key="test-secret-key-" + "x" * 32,
         temporal_ui_url="http://localhost:8233",
+        smtp_host="127.0.0.1",
+        smtp_port=smtp_peer.port,
+        anthropic_api_key=claude_peer.api_key,
+        anthropic_base_url=claude_peer.url,
+        google_api_base_url=google_peer.url,
+        google_token_url=google_peer.token_url,
+        files_root=tmp_path_factory.mktemp("files"),
     )
 
 

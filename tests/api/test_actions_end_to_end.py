@@ -1,0 +1,187 @@
+"""Every action type through the API: create the task, run it, read the execution.
+
+The session's worker is configured with real peers on loopback (conftest): an HTTP server,
+an SMTP server, a fake Messages API and a fake Google API."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from tests.conftest import ApiUser, eventually
+from tests.fixtures.fake_anthropic import FakeAnthropic
+from tests.fixtures.fake_google import FakeGoogle
+from tests.fixtures.http_target import HttpTarget
+from tests.fixtures.smtp_server import SmtpServer
+
+
+async def _run(user: ApiUser, action: dict[str, Any]) -> dict[str, Any]:
+    task = await user.create_task(
+        {
+            "name": f"e2e {action['type']}",
+            "type": "recurring",
+            "schedule": {"interval_seconds": 86400},
+            "action": action,
+            "retry": {"max_attempts": 1},
+        }
+    )
+    started = await user.post(f"/api/tasks/{task['id']}/run")
+    assert started.status_code == 202, started.text
+
+    async def final() -> dict[str, Any] | None:
+        runs = await user.executions(task["id"])
+        return runs[0] if runs and runs[0]["status"] != "running" else None
+
+    execution = await eventually(final, timeout=45)
+    detail = await user.get(f"/api/executions/{execution['id']}")
+    assert detail.status_code == 200
+    body: dict[str, Any] = detail.json()
+    return body
+
+
+async def test_ai_prompt(user: ApiUser, claude_peer: FakeAnthropic) -> None:
+    topic = uuid.uuid4().hex
+    run = await _run(
+        user,
+        {
+            "type": "ai_prompt",
+            "config": {
+                "prompt": "Summarise {{ task.name }} " + topic,
+                "system": "Be brief",
+                "max_tokens": 50,
+            },
+        },
+    )
+    assert run["status"] == "succeeded", run["error"]
+    assert topic in run["result"]["text"] and run["result"]["stop_reason"]
+    assert claude_peer.api_key not in str(run)
+
+
+async def test_send_email(user: ApiUser, smtp_peer: SmtpServer) -> None:
+    subject = f"Report {uuid.uuid4().hex}"
+    run = await _run(
+        user,
+        {
+            "type": "send_email",
+            "config": {
+                "to": ["ann@example.com"],
+                "subject": subject,
+                "text": "hello",
+                "html": "<p>hello</p>",
+            },
+        },
+    )
+    assert run["status"] == "succeeded", run["error"]
+    assert run["result"]["accepted"] == ["ann@example.com"]
+    [mail] = [m for m in smtp_peer.received if m.message["Subject"] == subject]
+    assert mail.message["Message-ID"] == run["result"]["message_id"]
+
+
+async def test_web_scrape_and_report(user: ApiUser, target: HttpTarget) -> None:
+    key = uuid.uuid4().hex
+    scraped = await _run(
+        user,
+        {
+            "type": "web_scrape",
+            "config": {
+                "url": f"{target.url}/html/{key}",
+                "selectors": {"news": "p.news"},
+                "all": True,
+            },
+        },
+    )
+    assert scraped["status"] == "succeeded", scraped["error"]
+    assert scraped["result"]["title"] == f"Page {key}"
+    assert scraped["result"]["data"]["news"] == [f"Prices rose {key}", "Rain expected"]
+    report = await _run(
+        user,
+        {
+            "type": "generate_report",
+            "config": {
+                "title": "Daily",
+                "instructions": "Summarise",
+                "sources": [
+                    {"kind": "url", "url": f"{target.url}/html/{key}", "selector": "p.news"}
+                ],
+            },
+        },
+    )
+    assert report["status"] == "succeeded", report["error"]
+    assert f"Prices rose {key}" in report["result"]["content"]
+
+
+async def test_file_operation(user: ApiUser) -> None:
+    written = await _run(
+        user,
+        {
+            "type": "file_operation",
+            "config": {
+                "operation": "write",
+                "path": "reports/today.txt",
+                "content": "{{ task.name }}",
+            },
+        },
+    )
+    assert written["status"] == "succeeded", written["error"]
+    read = await _run(
+        user,
+        {"type": "file_operation", "config": {"operation": "read", "path": "reports/today.txt"}},
+    )
+    assert read["result"]["content"] == "e2e file_operation"
+    escape = await _run(
+        user,
+        {"type": "file_operation", "config": {"operation": "read", "path": "../../etc/passwd"}},
+    )
+    assert escape["status"] == "failed" and escape["error"]["type"] == "PathNotAllowed"
+    assert escape["attempts"] == 1
+
+
+async def test_google_workspace(user: ApiUser, google_peer: FakeGoogle) -> None:
+    put = await user.request(
+        "PUT",
+        "/api/secrets/GOOGLE",
+        json={"value": f'{{"access_token": "{google_peer.STATIC_TOKEN}"}}'},
+    )
+    assert put.status_code == 201
+    run = await _run(
+        user,
+        {
+            "type": "google_workspace",
+            "config": {
+                "service": "sheets",
+                "operation": "read_range",
+                "credentials_secret": "GOOGLE",
+                "params": {"spreadsheet_id": "sheet-1", "range": "Sheet1!A1:B2"},
+            },
+        },
+    )
+    assert run["status"] == "succeeded", run["error"]
+    assert google_peer.STATIC_TOKEN not in str(run)
+
+
+async def test_missing_secret_fails_without_retrying(user: ApiUser, target: HttpTarget) -> None:
+    key = uuid.uuid4().hex
+    task = await user.create_task(
+        {
+            "name": "needs a secret",
+            "type": "recurring",
+            "schedule": {"interval_seconds": 86400},
+            "action": {
+                "type": "webhook",
+                "config": {
+                    "url": f"{target.url}/ok/{key}",
+                    "headers": {"X-Key": "{{ secrets.NOT_THERE }}"},
+                },
+            },
+            "retry": {"max_attempts": 5},
+        }
+    )
+    await user.post(f"/api/tasks/{task['id']}/run")
+
+    async def final() -> dict[str, Any] | None:
+        runs = await user.executions(task["id"])
+        return runs[0] if runs and runs[0]["status"] != "running" else None
+
+    run = await eventually(final)
+    assert (run["status"], run["attempts"], run["error"]["type"]) == ("failed", 1, "MissingSecret")
+    assert target.hits(key) == 0
