@@ -8,8 +8,6 @@ connection pool like every other action's. Temporal owns retries: the SDK's are 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any, NoReturn
 
 import anthropic
@@ -18,6 +16,7 @@ import httpx2
 from anthropic.types import TextBlock
 
 from activities._action import ActionRun
+from activities._http import retry_after
 from activities._network import BlockedAddress
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -130,34 +129,19 @@ def _fail_on_status(run: ActionRun, error: anthropic.APIStatusError) -> NoReturn
     message = f"HTTP {status} {error.type or 'error'}: {detail[:ERROR_DETAIL_CHARS]}"
     if error.request_id:
         message += f" (request-id {error.request_id})"
-    retry_after = _retry_after(error.response.headers)
+    delay = retry_after(error.response.headers.get("retry-after"))
     if status == 429:
-        run.fail("AnthropicRateLimited", message, retryable=True, retry_after=retry_after)
+        run.fail("AnthropicRateLimited", message, retryable=True, retry_after=delay)
     if status == 529:
-        run.fail("AnthropicOverloaded", message, retryable=True, retry_after=retry_after)
+        run.fail("AnthropicOverloaded", message, retryable=True, retry_after=delay)
     if status >= 500:
-        run.fail("AnthropicServerError", message, retryable=True, retry_after=retry_after)
+        run.fail("AnthropicServerError", message, retryable=True, retry_after=delay)
     if status == 408:
-        run.fail("AnthropicTimeout", message, retryable=True, retry_after=retry_after)
+        run.fail("AnthropicTimeout", message, retryable=True, retry_after=delay)
     if status == 401:
         message += "; check CRONPILOT_ANTHROPIC_API_KEY"
     # Any other 4xx is a request the API will refuse again: retrying only burns attempts.
     run.fail(NOT_RETRYABLE_STATUS.get(status, "AnthropicInvalidRequest"), message, retryable=False)
-
-
-def _retry_after(headers: httpx2.Headers) -> timedelta | None:
-    value = headers.get("retry-after", "").strip()
-    if not value:
-        return None
-    try:
-        return timedelta(seconds=max(0.0, float(value)))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(timedelta(0), when - datetime.now(UTC))
 
 
 class SharedClientTransport(httpx2.AsyncBaseTransport):

@@ -25,9 +25,8 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from email.message import EmailMessage
-from email.utils import parsedate_to_datetime
 from typing import Any, NoReturn
 from urllib.parse import quote
 
@@ -36,6 +35,7 @@ from google.auth import crypt, jwt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from activities._action import ActionRun
+from activities._http import retry_after
 from schema import crud
 from schema.actions import GoogleWorkspaceConfig
 from schema.crypto import SecretBox
@@ -486,12 +486,12 @@ def _fail_on_status(
     reasons, detail = _error_detail(_decoded(response, body))
     where = "token endpoint" if token_endpoint else "Google API"
     message = f"{where} answered HTTP {status}: {detail}".rstrip(": ")
-    retry_after = _retry_after(response)
+    delay = retry_after(response.headers.get("retry-after"))
     # Drive and Gmail signal rate limits as 403 with a reason, not only as 429.
     if status == 429 or reasons & RATE_LIMIT_REASONS:
-        run.fail("GoogleRateLimited", message, retryable=True, retry_after=retry_after)
+        run.fail("GoogleRateLimited", message, retryable=True, retry_after=delay)
     if status >= 500:
-        run.fail("GoogleServerError", message, retryable=True, retry_after=retry_after)
+        run.fail("GoogleServerError", message, retryable=True, retry_after=delay)
     if status == 408:
         run.fail("GoogleTimeout", message, retryable=True)
     if status in (401, 403) or token_endpoint:
@@ -515,17 +515,6 @@ def _error_detail(answer: Any) -> tuple[set[str], str]:
     }
     text = f"{error.get('status', '')} {error.get('message', '')}".strip()
     return reasons, text[:ERROR_DETAIL_CHARS]
-
-
-def _retry_after(response: httpx.Response) -> timedelta | None:
-    value = response.headers.get("retry-after", "").strip()
-    if value.isdigit():
-        return timedelta(seconds=int(value))
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(timedelta(0), when - datetime.now(UTC))
 
 
 def _trimmed(response: Any) -> dict[str, Any]:

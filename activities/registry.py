@@ -11,6 +11,7 @@ from activities import (
     file_operation,
     generate_report,
     google_workspace,
+    run_code,
     send_email,
     web_scrape,
     webhook,
@@ -35,6 +36,7 @@ ACTIONS: dict[str, ActionActivity] = {
     "generate_report": ActionActivity("run_generate_report", generate_report.generate),
     "google_workspace": ActionActivity("run_google_workspace", google_workspace.call),
     "file_operation": ActionActivity("run_file_operation", file_operation.operate),
+    "run_code": ActionActivity("run_run_code", run_code.execute, queue="code"),
 }
 
 

@@ -22,7 +22,7 @@ from bs4 import BeautifulSoup, CData, Tag
 from bs4.element import PreformattedString
 
 from activities._action import ActionRun
-from activities.webhook import _retry_after
+from activities._http import retry_after
 from schema.actions import WebScrapeConfig
 
 MAX_TEXT_CHARS = 20_000
@@ -209,7 +209,7 @@ def _check_response(response: httpx.Response, max_bytes: int) -> None:
             f"HTTP {status} {response.reason_phrase} from {response.url}",
             # 408, 429 and 5xx may pass; other statuses will not change by retrying.
             retryable=status in (408, 429) or status >= 500,
-            retry_after=_retry_after(response) if status == 429 else None,
+            retry_after=retry_after(response.headers.get("retry-after")) if status == 429 else None,
         )
     media_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type and not (media_type in MARKUP_TYPES or media_type.endswith("+xml")):

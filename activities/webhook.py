@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
 from activities._action import ActionRun
+from activities._http import retry_after
 from schema.actions import WebhookConfig
 
 MAX_BODY_BYTES = 64 * 1024
@@ -95,19 +94,11 @@ def _fail_on_status(run: ActionRun, response: httpx.Response, body: bytes) -> No
     snippet = body[:ERROR_BODY_CHARS].decode(response.encoding or "utf-8", errors="replace")
     message = f"unexpected HTTP {status} {response.reason_phrase}: {snippet}".rstrip(": ")
     if status == 429:
-        run.fail("HttpStatusError", message, retryable=True, retry_after=_retry_after(response))
+        run.fail(
+            "HttpStatusError",
+            message,
+            retryable=True,
+            retry_after=retry_after(response.headers.get("retry-after")),
+        )
     # 408 and 5xx may pass; other 4xx and unexpected statuses will not change by retrying.
     run.fail("HttpStatusError", message, retryable=status == 408 or status >= 500)
-
-
-def _retry_after(response: httpx.Response) -> timedelta | None:
-    value = response.headers.get("retry-after", "").strip()
-    if not value:
-        return None
-    if value.isdigit():
-        return timedelta(seconds=int(value))
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(timedelta(0), when - datetime.now(UTC))

@@ -16,7 +16,7 @@ from schema.actions import AiPromptConfig
 from tests.conftest import ApiUser
 from tests.fixtures.actions import ActionHarness, failure_of
 from tests.fixtures.fake_anthropic import FakeAnthropic
-from tests.fixtures.http_target import free_port
+from tests.fixtures.loopback import free_port
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import uuid
+from typing import Any
 
 import pytest
 
@@ -82,7 +83,10 @@ async def test_webhook_to_local_addresses_is_refused(
 
 async def test_every_redirect_is_checked_again(harness: ActionHarness, target: HttpTarget) -> None:
     key = uuid.uuid4().hex
-    allow_first_hop = {"allow_private_networks": False, "allowed_networks": "127.0.0.1/32"}
+    allow_first_hop: dict[str, Any] = {
+        "allow_private_networks": False,
+        "allowed_networks": "127.0.0.1/32",
+    }
     ok = await harness.run(_get(f"{target.url}/ok/{key}"), **allow_first_hop)
     assert ok.result["status_code"] == 200
 

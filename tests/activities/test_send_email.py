@@ -11,7 +11,7 @@ import pytest
 
 from activities.send_email import build_message, deliver, send
 from tests.fixtures.actions import ActionHarness, failure_of
-from tests.fixtures.http_target import free_port
+from tests.fixtures.loopback import free_port
 from tests.fixtures.smtp_server import SmtpServer
 
 SENDER = "Cronpilot <robot@cron.example>"

@@ -185,3 +185,29 @@ async def test_missing_secret_fails_without_retrying(user: ApiUser, target: Http
     run = await eventually(final)
     assert (run["status"], run["attempts"], run["error"]["type"]) == ("failed", 1, "MissingSecret")
     assert target.hits(key) == 0
+
+
+async def test_run_code_on_the_code_queue(user: ApiUser) -> None:
+    code = "import json, sys\ndata = json.load(sys.stdin)\nprint(json.dumps({'total': sum(data)}))"
+    run = await _run(
+        user,
+        {
+            "type": "run_code",
+            "config": {
+                "language": "python",
+                "code": code,
+                "input": [1, 2, 3],
+                "timeout_seconds": 10,
+            },
+        },
+    )
+    assert run["status"] == "succeeded", run["error"]
+    assert run["result"]["output"] == {"total": 6} and run["result"]["exit_code"] == 0
+    failing = await _run(
+        user,
+        {
+            "type": "run_code",
+            "config": {"language": "javascript", "code": "process.exit(3)", "timeout_seconds": 10},
+        },
+    )
+    assert (failing["status"], failing["error"]["type"]) == ("failed", "CodeFailed")

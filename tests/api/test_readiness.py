@@ -6,7 +6,7 @@ import httpx
 
 from api.main import create_app
 from schema.settings import Settings
-from tests.fixtures.http_target import free_port
+from tests.fixtures.loopback import free_port
 
 
 async def test_unreachable_dependencies_are_503() -> None:

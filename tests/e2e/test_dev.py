@@ -19,7 +19,8 @@ from typing import Any
 import httpx
 
 from tests.conftest import eventually
-from tests.fixtures.http_target import HttpTarget, free_port
+from tests.fixtures.http_target import HttpTarget
+from tests.fixtures.loopback import free_port
 
 CRONPILOT = str(Path(sysconfig.get_path("scripts")) / "cronpilot")
 

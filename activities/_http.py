@@ -1,0 +1,22 @@
+"""Small HTTP helpers the actions share."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+
+
+def retry_after(value: str | None) -> timedelta | None:
+    """A ``Retry-After`` header (seconds or an HTTP date) as a delay; None when absent or bad."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return timedelta(seconds=int(value))
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(timedelta(0), when - datetime.now(UTC))

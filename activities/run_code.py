@@ -1,0 +1,370 @@
+"""The ``run_code`` action: a Python or JavaScript program in a process sandbox.
+
+The program runs as a child of the worker with its input as JSON on stdin, in an empty
+temporary directory, with a scrubbed environment, resource limits (CPU, memory, file size,
+processes, core dumps) and a wall-clock timeout that kills its whole process group. When the
+kernel allows it the child gets a user namespace without capabilities outside it and a
+network namespace with no interface up, so no network at all (``network_isolated``).
+
+It is a process sandbox, not a VM: the same kernel, the same view of the filesystem (with
+the worker's user's permissions), and the worker's user. Run ``cronpilot-code`` on
+isolated workers (``CRONPILOT_WORKER_QUEUES=code``) when the code is not trusted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import math
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, NoReturn
+
+from activities._action import ActionRun
+from schema.actions import RunCodeConfig
+
+MAX_STREAM_BYTES = 64 * 1024
+MAX_FILE_BYTES = 10 * 1024 * 1024
+MAX_PROCESSES = 64
+# Node's own threads and native allocations, beyond the V8 heap that memory_mb bounds.
+NODE_HEADROOM_MB = 64
+# After the program ends, how long its pipes may stay open (by a process that left its group).
+DRAIN_SECONDS = 1.0
+LOG_TAIL_CHARS = 2000
+MEMORY_MARKERS = (
+    "MemoryError",
+    "JavaScript heap out of memory",
+    "Array buffer allocation failed",
+    "std::bad_alloc",
+    "Fatal process out of memory",
+)
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWNET = 0x40000000
+# Tried in this order: a user namespace also works for an unprivileged worker, and keeps a
+# root worker's capabilities out of the sandbox; a bare network namespace needs root.
+Isolation = Literal["user+net", "net", "none"]
+ISOLATIONS: tuple[Isolation, ...] = ("user+net", "net", "none")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+@dataclass
+class _Capture:
+    """The first and the last MAX_STREAM_BYTES of a stream, and its full size."""
+
+    head: bytearray = field(default_factory=bytearray)
+    tail: bytearray = field(default_factory=bytearray)
+    size: int = 0
+
+    def feed(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        self.head += chunk[: MAX_STREAM_BYTES - len(self.head)]
+        self.tail += chunk
+        del self.tail[:-MAX_STREAM_BYTES]
+
+    @property
+    def truncated(self) -> bool:
+        return self.size > MAX_STREAM_BYTES
+
+    def text(self) -> str:
+        return self.head.decode("utf-8", errors="replace")
+
+    def last_line(self) -> bytes | None:
+        """The last non-empty line, unless it is longer than what the tail keeps."""
+        lines = self.tail.split(b"\n")
+        if self.truncated:
+            lines = lines[1:]
+        return next((bytes(line) for line in reversed(lines) if line.strip()), None)
+
+
+class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """The usual stream protocol, plus an event when the program exits: ``Process.wait()``
+    also waits for its pipes, which a leftover background process can hold open."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=MAX_STREAM_BYTES, loop=loop)
+        self.exited = asyncio.Event()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        self.exited.set()
+
+
+async def execute(run: ActionRun, config: RunCodeConfig) -> dict[str, Any]:
+    """Run the program; return its exit code, capped stdout/stderr and last-line JSON output."""
+    if not run.deps.settings.run_code_enabled:
+        run.fail(
+            "CodeExecutionDisabled",
+            "run_code is disabled on this worker (CRONPILOT_RUN_CODE_ENABLED=false)",
+            retryable=False,
+        )
+    sandbox = tempfile.TemporaryDirectory(prefix="cronpilot-code-", ignore_cleanup_errors=True)
+    try:
+        return await _execute_in(run, config, Path(sandbox.name))
+    finally:
+        await asyncio.to_thread(sandbox.cleanup)
+
+
+async def _execute_in(run: ActionRun, config: RunCodeConfig, base: Path) -> dict[str, Any]:
+    # The program lives next to the working directory, not in it: argv cannot carry 200 kB
+    # of code, and the program must start in an empty directory.
+    program = base / ("program.py" if config.language == "python" else "program.cjs")
+    program.write_text(config.code, encoding="utf-8")
+    workdir = base / "work"
+    workdir.mkdir()
+    argv = _command(run, config, program)
+    # Nothing of the worker's environment (settings, keys) passes; scratch files stay here.
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(workdir), "TMPDIR": str(workdir), "LANG": "C.UTF-8"}
+    stdin = json.dumps(config.input).encode()
+    run.log(f"running {config.language} ({len(config.code)} characters)")
+    started = time.perf_counter()
+    transport, protocol, isolation = await _spawn(argv, workdir, env, config)
+    if isolation == "none":
+        run.log("network isolation unavailable: the program can reach the network", "warning")
+    stdout, stderr = _Capture(), _Capture()
+    tasks = [
+        asyncio.create_task(_feed(protocol.stdin, stdin)),
+        asyncio.create_task(_drain(protocol.stdout, stdout)),
+        asyncio.create_task(_drain(protocol.stderr, stderr)),
+    ]
+    timed_out = False
+    try:
+        try:
+            await asyncio.wait_for(protocol.exited.wait(), config.timeout_seconds)
+        except TimeoutError:
+            timed_out = True
+    finally:
+        # Also on success and on cancellation: background processes must not outlive the run.
+        _kill_group(transport.get_pid())
+        await protocol.exited.wait()
+        await _settle(tasks)
+        transport.close()
+    elapsed_ms = round((time.perf_counter() - started) * 1000)
+    exit_code = transport.get_returncode()
+    assert exit_code is not None
+    run.log(f"exit code {exit_code} after {elapsed_ms} ms")
+    if timed_out or exit_code != 0:
+        _fail(run, config, exit_code, timed_out, stdout, stderr)
+    return {
+        "exit_code": exit_code,
+        "stdout": stdout.text(),
+        "stdout_truncated": stdout.truncated,
+        "stderr": stderr.text(),
+        "stderr_truncated": stderr.truncated,
+        "output": _parse(stdout.last_line()),
+        "network_isolated": isolation != "none",
+        "elapsed_ms": elapsed_ms,
+    }
+
+
+def _command(run: ActionRun, config: RunCodeConfig, program: Path) -> list[str]:
+    if config.language == "python":
+        # -I: no PYTHON* variables, user site or script directory; -B: no .pyc writes.
+        return [sys.executable, "-I", "-B", str(program)]
+    node = shutil.which("node")
+    if node is None:
+        run.fail(
+            "CodeLanguageUnavailable",
+            "javascript needs `node` on the worker's PATH; it was not found",
+            retryable=False,
+        )
+    return [node, f"--max-old-space-size={config.memory_mb}", str(program)]
+
+
+async def _spawn(
+    argv: list[str], workdir: Path, env: dict[str, str], config: RunCodeConfig
+) -> tuple[asyncio.SubprocessTransport, _Protocol, Isolation]:
+    """Start the program with the strongest isolation the kernel grants."""
+    loop = asyncio.get_running_loop()
+    for isolation in ISOLATIONS:
+        try:
+            transport, protocol = await loop.subprocess_exec(
+                lambda: _Protocol(loop),
+                *argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=workdir,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_sandbox(isolation, _limits(config, isolation)),
+            )
+        except subprocess.SubprocessError:
+            # The child could not enter the namespaces (no privilege, blocked by seccomp...).
+            if isolation == "none":
+                raise
+            continue
+        return transport, protocol, isolation
+    raise AssertionError("unreachable: the last isolation re-raises")
+
+
+def _limits(config: RunCodeConfig, isolation: Isolation) -> list[tuple[int, int, int]]:
+    """(resource, soft, hard) for the child, never above the worker's own hard limits."""
+    cpu_seconds = math.ceil(config.timeout_seconds) + 1
+    memory = config.memory_mb * 1024 * 1024
+    processes = _process_limit(isolation)
+    limits = [
+        # The soft limit sends SIGXCPU; the hard one, a second later, SIGKILL.
+        (resource.RLIMIT_CPU, cpu_seconds, cpu_seconds + 1),
+        (resource.RLIMIT_FSIZE, MAX_FILE_BYTES, MAX_FILE_BYTES),
+        (resource.RLIMIT_NPROC, processes, processes),
+        (resource.RLIMIT_CORE, 0, 0),
+    ]
+    if config.language == "python":
+        limits.append((resource.RLIMIT_AS, memory, memory))
+    else:
+        # V8 reserves hundreds of MB of address space it never uses, so RLIMIT_AS cannot
+        # bound node; RLIMIT_DATA counts only writable private memory.
+        data = memory + NODE_HEADROOM_MB * 1024 * 1024
+        limits.append((resource.RLIMIT_DATA, data, data))
+    return [
+        (kind, _within_hard_limit(kind, soft), _within_hard_limit(kind, hard))
+        for kind, soft, hard in limits
+    ]
+
+
+def _process_limit(isolation: Isolation) -> int:
+    """RLIMIT_NPROC counts every task of the real uid (threads too), for that user namespace."""
+    if isolation == "user+net" or os.getuid() == 0:
+        # In a fresh user namespace only the sandbox counts. For root the kernel never
+        # enforces it, so the value does not matter.
+        return MAX_PROCESSES
+    # Without a namespace the worker's own threads and other sandboxes count too.
+    return _tasks_of(os.getuid()) + MAX_PROCESSES
+
+
+def _tasks_of(uid: int) -> int:
+    count = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if entry.stat().st_uid == uid:
+                count += len(os.listdir(f"/proc/{entry.name}/task"))
+    return count
+
+
+def _within_hard_limit(kind: int, value: int) -> int:
+    hard = resource.getrlimit(kind)[1]
+    return value if hard == resource.RLIM_INFINITY else min(value, hard)
+
+
+def _sandbox(isolation: Isolation, limits: list[tuple[int, int, int]]) -> Callable[[], None]:
+    """The child's last steps before exec: namespaces, then limits. It runs after fork in an
+    asyncio process with threads, so it only makes system calls."""
+    uid, gid = os.getuid(), os.getgid()
+
+    def enter() -> None:
+        if isolation != "none":
+            flags = CLONE_NEWNET | (CLONE_NEWUSER if isolation == "user+net" else 0)
+            if _libc.unshare(flags) != 0:
+                raise OSError(ctypes.get_errno(), "unshare")
+        if isolation == "user+net":
+            _write("/proc/self/setgroups", b"deny")
+            _write("/proc/self/uid_map", f"{uid} {uid} 1".encode())
+            _write("/proc/self/gid_map", f"{gid} {gid} 1".encode())
+        # After the user namespace exists, so the process limit counts only the sandbox.
+        for kind, soft, hard in limits:
+            resource.setrlimit(kind, (soft, hard))
+
+    return enter
+
+
+def _write(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+async def _feed(stdin: asyncio.StreamWriter | None, data: bytes) -> None:
+    assert stdin is not None
+    # A program that exits without reading its input closes the pipe first.
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        stdin.write(data)
+        await stdin.drain()
+    stdin.close()
+
+
+async def _drain(stream: asyncio.StreamReader | None, capture: _Capture) -> None:
+    assert stream is not None
+    while chunk := await stream.read(MAX_STREAM_BYTES):
+        capture.feed(chunk)
+
+
+async def _settle(tasks: list[asyncio.Task[None]]) -> None:
+    """Let the pipe tasks finish; a process that left the group may keep a pipe open."""
+    _, pending = await asyncio.wait(tasks, timeout=DRAIN_SECONDS)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _parse(line: bytes | None) -> Any:
+    if line is None:
+        return None
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None
+
+
+def _fail(
+    run: ActionRun,
+    config: RunCodeConfig,
+    exit_code: int,
+    timed_out: bool,
+    stdout: _Capture,
+    stderr: _Capture,
+) -> NoReturn:
+    """Classify an unsuccessful run. None is retried: with the same code and input and no
+    network, a second attempt would end the same way and only burn the worker's time."""
+    for name, capture in (("stdout", stdout), ("stderr", stderr)):
+        if capture.size:
+            tail = capture.tail.decode("utf-8", errors="replace")[-LOG_TAIL_CHARS:]
+            run.log(f"{name} (last {LOG_TAIL_CHARS} characters): {tail}", "warning")
+    if timed_out:
+        run.fail(
+            "CodeTimeout",
+            f"still running after {config.timeout_seconds:g}s; its process group was killed",
+            retryable=False,
+        )
+    if exit_code == -signal.SIGXCPU:
+        run.fail("CodeTimeout", "the program used up its CPU time limit", retryable=False)
+    errors = bytes(stderr.head + stderr.tail).decode("utf-8", errors="replace")
+    # A SIGKILL we did not send is most likely the kernel's (or a memory cgroup's) OOM
+    # killer; the CPU hard limit sends one only to a program that ignores SIGXCPU.
+    if exit_code == -signal.SIGKILL or any(marker in errors for marker in MEMORY_MARKERS):
+        run.fail(
+            "CodeMemoryExceeded",
+            f"the program ran out of memory (memory_mb={config.memory_mb}, exit code {exit_code})",
+            retryable=False,
+        )
+    reason = f"killed by {_signal_name(-exit_code)}" if exit_code < 0 else f"exit code {exit_code}"
+    lines = stderr.tail.decode("utf-8", errors="replace").strip().splitlines()
+    last_error = lines[-1][:500] if lines else "nothing on stderr"
+    run.fail("CodeFailed", f"the program failed ({reason}): {last_error}", retryable=False)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"

@@ -1,0 +1,257 @@
+"""The run_code action, with real Python and node processes and a real loopback listener."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from activities import run_code
+from tests.fixtures.actions import ActionHarness, failure_of
+
+MiB = 1024 * 1024
+
+
+def _action(code: str, language: str = "python", **config: Any) -> dict[str, Any]:
+    return {"type": "run_code", "config": {"language": language, "code": code, **config}}
+
+
+async def _result(harness: ActionHarness, code: str, **config: Any) -> dict[str, Any]:
+    outcome = await harness.run(_action(code, **config), handler=run_code.execute)
+    result: dict[str, Any] = outcome.result
+    return result
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+async def test_python_gets_its_input_on_stdin_and_returns_json_output(
+    harness: ActionHarness,
+) -> None:
+    code = (
+        "import json, sys\n"
+        "data = json.load(sys.stdin)\n"
+        "print('adding', len(data['numbers']), 'numbers')\n"
+        "print('a warning', file=sys.stderr)\n"
+        "print(json.dumps({'sum': sum(data['numbers']), 'name': data['name']}))\n"
+    )
+    result = await _result(harness, code, input={"numbers": [1, 2, 39], "name": "é"})
+    assert result["exit_code"] == 0
+    assert result["output"] == {"sum": 42, "name": "é"}
+    assert result["stdout"].startswith("adding 3 numbers\n")
+    assert result["stderr"] == "a warning\n"
+    assert not result["stdout_truncated"] and not result["stderr_truncated"]
+    assert result["network_isolated"] is True
+
+
+async def test_javascript_gets_its_input_on_stdin_and_returns_json_output(
+    harness: ActionHarness,
+) -> None:
+    code = (
+        "const input = JSON.parse(require('fs').readFileSync(0, 'utf8'));\n"
+        "console.error('working');\n"
+        "console.log('not json');\n"
+        "console.log(JSON.stringify({ doubled: input.n * 2, runtime: process.release.name }));\n"
+    )
+    result = await _result(harness, code, language="javascript", input={"n": 21})
+    assert result["exit_code"] == 0
+    assert result["output"] == {"doubled": 42, "runtime": "node"}
+    assert result["stdout"].startswith("not json\n") and result["stderr"] == "working\n"
+
+
+async def test_streams_are_capped_and_output_is_the_last_line_or_null(
+    harness: ActionHarness,
+) -> None:
+    code = (
+        "import json, sys\n"
+        "sys.stderr.write('e' * 100_000)\n"
+        "sys.stdout.write(('x' * 99 + '\\n') * 2_000)\n"
+        "print(json.dumps([1, 2, 3]))\n"
+    )
+    result = await _result(harness, code)
+    assert len(result["stdout"]) == len(result["stderr"]) == 64 * 1024
+    assert result["stdout_truncated"] and result["stderr_truncated"]
+    assert result["output"] == [1, 2, 3], "the last line survives the cap"
+    plain = await _result(harness, "print('{\"not\": json}')\nprint()\n")
+    assert plain["output"] is None and not plain["stdout_truncated"]
+
+
+async def test_a_failing_program_is_a_non_retryable_code_failed(harness: ActionHarness) -> None:
+    failure = await failure_of(
+        harness,
+        _action("print('before')\nraise ValueError('boom')"),
+        handler=run_code.execute,
+        max_attempts=3,
+    )
+    assert (failure.type, failure.non_retryable) == ("CodeFailed", True)
+    assert "exit code 1" in failure.message and "ValueError: boom" in failure.message
+    js = await failure_of(
+        harness,
+        _action("console.error('bad input'); process.exit(3)", language="javascript"),
+        handler=run_code.execute,
+    )
+    assert js.type == "CodeFailed" and "exit code 3" in js.message
+
+
+async def test_a_timeout_kills_the_whole_process_group(
+    harness: ActionHarness, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "grandchild.pid"
+    code = (
+        "import json, subprocess, sys, time\n"
+        "child = subprocess.Popen(['sleep', '60'])\n"
+        "with open(json.load(sys.stdin), 'w') as f:\n"
+        "    f.write(str(child.pid))\n"
+        "time.sleep(60)\n"
+    )
+    failure = await failure_of(
+        harness,
+        _action(code, input=str(pid_file), timeout_seconds=2),
+        handler=run_code.execute,
+    )
+    assert (failure.type, failure.non_retryable) == ("CodeTimeout", True)
+    pid = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert not _alive(pid), "the grandchild outlived the timeout"
+
+
+async def test_background_processes_end_with_the_program(harness: ActionHarness) -> None:
+    code = (
+        "import json, subprocess\n"
+        "grouped = subprocess.Popen(['sleep', '60'])\n"
+        "# A new session escapes the group kill; it must not hold the run open.\n"
+        "escaped = subprocess.Popen(['sleep', '60'], start_new_session=True)\n"
+        "print(json.dumps([grouped.pid, escaped.pid]))\n"
+    )
+    result = await _result(harness, code, timeout_seconds=30)
+    grouped, escaped = result["output"]
+    try:
+        assert result["exit_code"] == 0
+        deadline = time.monotonic() + 10
+        while _alive(grouped) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert not _alive(grouped), "a background process outlived the program"
+    finally:
+        if _alive(escaped):
+            os.kill(escaped, signal.SIGKILL)
+
+
+@pytest.mark.parametrize(
+    ("language", "code"),
+    [
+        ("python", "data = bytearray(1024 ** 3)\nprint(len(data))"),
+        ("javascript", "const a = []; for (;;) a.push(new Array(100000).fill(1.5));"),
+        ("javascript", "console.log(Buffer.alloc(1024 ** 3).length);"),
+    ],
+)
+async def test_exceeding_memory_mb_is_code_memory_exceeded(
+    harness: ActionHarness, language: str, code: str
+) -> None:
+    failure = await failure_of(
+        harness, _action(code, language=language, memory_mb=64), handler=run_code.execute
+    )
+    assert (failure.type, failure.non_retryable) == ("CodeMemoryExceeded", True)
+
+
+async def test_the_program_has_no_network(harness: ActionHarness) -> None:
+    accepted: list[str] = []
+
+    async def on_connect(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append("connection")
+        writer.close()
+
+    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    code = (
+        "import json, socket, sys\n"
+        "try:\n"
+        "    socket.create_connection(('127.0.0.1', json.load(sys.stdin)), timeout=5).close()\n"
+        "    print(json.dumps({'connected': True}))\n"
+        "except OSError as error:\n"
+        "    print(json.dumps({'connected': False, 'error': str(error)}))\n"
+    )
+    async with server:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)  # the listener works
+        writer.close()
+        await writer.wait_closed()
+        result = await _result(harness, code, input=port)
+    assert result["network_isolated"] is True
+    assert result["output"]["connected"] is False, result["output"]
+    assert accepted == ["connection"], "only the test's own connection arrived"
+
+
+async def test_the_environment_is_scrubbed(
+    harness: ActionHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CRONPILOT_TEST_LEAK", "do-not-leak")
+    code = "import json, os\nprint(json.dumps({'env': dict(os.environ), 'cwd': os.getcwd()}))"
+    result = await _result(harness, code)
+    env, cwd = result["output"]["env"], result["output"]["cwd"]
+    assert "CRONPILOT_TEST_LEAK" not in env and "do-not-leak" not in json.dumps(env)
+    assert set(env) <= {"PATH", "HOME", "LANG", "TMPDIR", "LC_CTYPE"}
+    assert env["PATH"] == "/usr/bin:/bin"
+    assert env["HOME"] == cwd != os.environ.get("HOME")
+
+
+async def test_it_starts_in_an_empty_directory_that_is_removed_afterwards(
+    harness: ActionHarness,
+) -> None:
+    code = (
+        "import json, os\n"
+        "before = os.listdir('.')\n"
+        "open('notes.txt', 'w').write('scratch')\n"
+        "print(json.dumps({'before': before, 'cwd': os.getcwd()}))\n"
+    )
+    first = await _result(harness, code)
+    second = await _result(harness, code)
+    assert first["output"]["before"] == second["output"]["before"] == []
+    assert first["output"]["cwd"] != second["output"]["cwd"]
+    assert not os.path.exists(first["output"]["cwd"])
+
+
+async def test_files_larger_than_the_limit_cannot_be_written(harness: ActionHarness) -> None:
+    code = (
+        "import json, os\n"
+        "try:\n"
+        "    with open('big.bin', 'wb') as f:\n"
+        "        for _ in range(50):\n"
+        "            f.write(b'x' * 1024 * 1024)\n"
+        "    print(json.dumps({'errno': None, 'size': os.path.getsize('big.bin')}))\n"
+        "except OSError as error:\n"
+        "    print(json.dumps({'errno': error.errno, 'size': os.path.getsize('big.bin')}))\n"
+    )
+    result = await _result(harness, code)
+    assert result["output"]["errno"] == errno.EFBIG
+    assert result["output"]["size"] <= 10 * MiB
+
+
+async def test_disabled_run_code_is_a_non_retryable_failure(harness: ActionHarness) -> None:
+    failure = await failure_of(
+        harness, _action("print(1)"), handler=run_code.execute, run_code_enabled=False
+    )
+    assert (failure.type, failure.non_retryable) == ("CodeExecutionDisabled", True)
+    assert "disabled" in failure.message
+
+
+async def test_javascript_without_node_is_code_language_unavailable(
+    harness: ActionHarness, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    failure = await failure_of(
+        harness, _action("console.log(1)", language="javascript"), handler=run_code.execute
+    )
+    assert (failure.type, failure.non_retryable) == ("CodeLanguageUnavailable", True)
