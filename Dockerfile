@@ -8,6 +8,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_ROOT_USER_ACTION=ignore
 
+# node runs the run_code action's JavaScript.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends nodejs \
+    && rm -rf /var/lib/apt/lists/*
+
 # An unprivileged user; /app is its working directory, /data/files the root of file actions.
 RUN groupadd --system --gid 10001 cronpilot \
     && useradd --system --uid 10001 --gid cronpilot --home-dir /app --create-home \

@@ -5,9 +5,14 @@ an SMTP server, a fake Messages API and a fake Google API."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from schema.orm import TaskExecution
 from tests.conftest import ApiUser, eventually
 from tests.fixtures.fake_anthropic import FakeAnthropic
 from tests.fixtures.fake_google import FakeGoogle
@@ -211,3 +216,77 @@ async def test_run_code_on_the_code_queue(user: ApiUser) -> None:
         },
     )
     assert (failing["status"], failing["error"]["type"]) == ("failed", "CodeFailed")
+
+
+async def test_a_secret_echoed_back_is_not_stored(
+    user: ApiUser, target: HttpTarget, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    secret = f"tok-{uuid.uuid4().hex}"
+    assert (
+        await user.request("PUT", "/api/secrets/TOKEN", json={"value": secret})
+    ).status_code == 201
+    key = uuid.uuid4().hex
+    run = await _run(
+        user,
+        {
+            "type": "webhook",
+            "config": {
+                "url": f"{target.url}/echo/{key}?t={{{{ secrets.TOKEN }}}}",
+                "headers": {"Authorization": "Bearer {{ secrets.TOKEN }}"},
+                "body": {"token": "{{ secrets.TOKEN }}"},
+            },
+        },
+    )
+    assert run["status"] == "succeeded", run["error"]
+    sent = target.requests[key][0]
+    assert sent["headers"]["authorization"] == f"Bearer {secret}"  # the target did get it
+    echoed = run["result"]["body"]
+    assert echoed["headers"]["authorization"] == "Bearer ***" and echoed["query"] == {"t": "***"}
+    assert secret not in str(run)
+    async with sessions() as session:
+        row = await session.get(TaskExecution, uuid.UUID(run["id"]))
+    assert row is not None and secret not in json.dumps([row.result, row.logs, row.error])
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        {"type": "ai_prompt", "config": {"prompt": "x", "tokens": 5}},
+        {
+            "type": "send_email",
+            "config": {"to": ["a@example.com"], "subject": "s", "text": "t", "attachments": []},
+        },
+        {"type": "run_code", "config": {"language": "python", "code": "1", "sandbox": False}},
+        {"type": "web_scrape", "config": {"url": "https://example.com", "selector": "h1"}},
+        {
+            "type": "generate_report",
+            "config": {
+                "title": "t",
+                "instructions": "i",
+                "sources": [{"kind": "text", "txt": "x"}],
+            },
+        },
+        {"type": "file_operation", "config": {"operation": "read", "path": "a", "mode": "r"}},
+        {
+            "type": "google_workspace",
+            "config": {
+                "service": "gmail",
+                "operation": "send_email",
+                "credentials_secret": "G",
+                "scope": "all",
+            },
+        },
+    ],
+)
+async def test_every_config_is_strict(user: ApiUser, action: dict[str, Any]) -> None:
+    body = {
+        "name": "strict",
+        "type": "recurring",
+        "schedule": {"interval_seconds": 60},
+        "action": action,
+    }
+    response = await user.post("/api/tasks", json=body)
+    assert response.status_code == 422, response.text
+    locs = [error["loc"] for error in response.json()["errors"]]
+    assert any(loc[:4] == ["body", "action", action["type"], "config"] for loc in locs), locs
+    assert (await user.get("/api/tasks")).json()["items"] == []
