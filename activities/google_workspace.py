@@ -35,7 +35,7 @@ from google.auth import crypt, jwt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from activities._action import ActionRun
-from activities._http import retry_after
+from activities._http import read_capped, retry_after
 from schema import crud
 from schema.actions import GoogleWorkspaceConfig
 from schema.crypto import SecretBox
@@ -448,27 +448,20 @@ async def _send(run: ActionRun, request: httpx.Request) -> tuple[httpx.Response,
     where = f"{request.url.host}{request.url.path}"
     try:
         response = await run.deps.http.send(request, stream=True)
-        try:
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.aiter_bytes():
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > MAX_RESPONSE_BYTES:
-                    run.fail(
-                        "GoogleResponseTooLarge",
-                        f"{where} answered more than {MAX_RESPONSE_BYTES} bytes",
-                        retryable=False,
-                    )
-        finally:
-            await response.aclose()
+        body, too_large = await read_capped(response, MAX_RESPONSE_BYTES)
     except httpx.TimeoutException as error:
         run.fail("GoogleTimeout", f"{where}: no answer in time ({error!r})", retryable=True)
     except httpx.TransportError as error:
         run.fail(
             "GoogleConnectionError", f"{where}: {type(error).__name__}: {error}", retryable=True
         )
-    return response, b"".join(chunks)
+    if too_large:
+        run.fail(
+            "GoogleResponseTooLarge",
+            f"{where} answered more than {MAX_RESPONSE_BYTES} bytes",
+            retryable=False,
+        )
+    return response, body
 
 
 def _decoded(response: httpx.Response, body: bytes) -> Any:

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from activities._action import ActionRun
-from activities._http import retry_after
+from activities._http import read_capped, retry_after
 from schema.actions import WebhookConfig
 
 MAX_BODY_BYTES = 64 * 1024
@@ -65,18 +65,8 @@ async def _send(
         **body,
     )
     response = await client.send(request, stream=True)
-    try:
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.aiter_bytes():
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                break
-    finally:
-        await response.aclose()
-    data = b"".join(chunks)
-    return response, data[:MAX_BODY_BYTES], size > MAX_BODY_BYTES
+    data, truncated = await read_capped(response, MAX_BODY_BYTES)
+    return response, data, truncated
 
 
 def _decode(response: httpx.Response, body: bytes) -> Any:

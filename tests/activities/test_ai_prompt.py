@@ -4,7 +4,6 @@ Anthropic's Messages API."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -19,12 +18,10 @@ from tests.fixtures.fake_anthropic import FakeAnthropic
 from tests.fixtures.loopback import free_port
 
 
-@pytest.fixture(scope="module")
-async def claude() -> AsyncIterator[FakeAnthropic]:
-    server = FakeAnthropic()
-    await server.start()
-    yield server
-    await server.stop()
+@pytest.fixture
+def claude(claude_peer: FakeAnthropic) -> FakeAnthropic:
+    """The session's fake Messages API (prompts are unique per test)."""
+    return claude_peer
 
 
 def _action(text: str, **config: Any) -> dict[str, Any]:

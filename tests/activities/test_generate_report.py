@@ -4,7 +4,7 @@ echoes its prompt (so the report shows what was gathered), and an SMTP server.""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,12 +20,10 @@ from tests.fixtures.http_target import HttpTarget
 from tests.fixtures.smtp_server import SmtpServer
 
 
-@pytest.fixture(scope="module")
-async def claude() -> AsyncIterator[FakeAnthropic]:
-    server = FakeAnthropic()
-    await server.start()
-    yield server
-    await server.stop()
+@pytest.fixture
+def claude(claude_peer: FakeAnthropic) -> FakeAnthropic:
+    """The session's fake Messages API (prompts are unique per test)."""
+    return claude_peer
 
 
 @pytest.fixture

@@ -20,14 +20,14 @@ from tests.fixtures.http_target import HttpTarget
 from tests.fixtures.smtp_server import SmtpServer
 
 
-async def _run(user: ApiUser, action: dict[str, Any]) -> dict[str, Any]:
+async def _run(user: ApiUser, action: dict[str, Any], max_attempts: int = 1) -> dict[str, Any]:
     task = await user.create_task(
         {
             "name": f"e2e {action['type']}",
             "type": "recurring",
             "schedule": {"interval_seconds": 86400},
             "action": action,
-            "retry": {"max_attempts": 1},
+            "retry": {"max_attempts": max_attempts},
         }
     )
     started = await user.post(f"/api/tasks/{task['id']}/run")
@@ -166,28 +166,14 @@ async def test_google_workspace(user: ApiUser, google_peer: FakeGoogle) -> None:
 
 async def test_missing_secret_fails_without_retrying(user: ApiUser, target: HttpTarget) -> None:
     key = uuid.uuid4().hex
-    task = await user.create_task(
-        {
-            "name": "needs a secret",
-            "type": "recurring",
-            "schedule": {"interval_seconds": 86400},
-            "action": {
-                "type": "webhook",
-                "config": {
-                    "url": f"{target.url}/ok/{key}",
-                    "headers": {"X-Key": "{{ secrets.NOT_THERE }}"},
-                },
-            },
-            "retry": {"max_attempts": 5},
-        }
-    )
-    await user.post(f"/api/tasks/{task['id']}/run")
-
-    async def final() -> dict[str, Any] | None:
-        runs = await user.executions(task["id"])
-        return runs[0] if runs and runs[0]["status"] != "running" else None
-
-    run = await eventually(final)
+    action = {
+        "type": "webhook",
+        "config": {
+            "url": f"{target.url}/ok/{key}",
+            "headers": {"X-Key": "{{ secrets.NOT_THERE }}"},
+        },
+    }
+    run = await _run(user, action, max_attempts=5)
     assert (run["status"], run["attempts"], run["error"]["type"]) == ("failed", 1, "MissingSecret")
     assert target.hits(key) == 0
 
