@@ -10,15 +10,18 @@ import subprocess
 import sysconfig
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
 
-from tests.conftest import eventually
+from tests.conftest import ADMIN_URL, eventually
 from tests.fixtures.http_target import HttpTarget
 from tests.fixtures.loopback import free_port
 
@@ -54,8 +57,12 @@ def _alive(pid: int) -> bool:
 
 
 @asynccontextmanager
-async def _cronpilot_dev(data_dir: Path, ports: dict[str, int]) -> AsyncIterator[httpx.AsyncClient]:
+async def _cronpilot_dev(
+    data_dir: Path, ports: dict[str, int], database_url: str | None
+) -> AsyncIterator[httpx.AsyncClient]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRONPILOT_")}
+    if database_url:
+        env["CRONPILOT_DATABASE_URL"] = database_url
     command = [
         CRONPILOT,
         "dev",
@@ -103,11 +110,29 @@ async def _cronpilot_dev(data_dir: Path, ports: dict[str, int]) -> AsyncIterator
         log.close()
 
 
-async def test_cronpilot_dev_end_to_end(tmp_path: Path, target: HttpTarget) -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """None: dev's own SQLite file; else a fresh PostgreSQL database, dropped afterwards."""
+    if request.param == "sqlite":
+        yield None
+        return
+    admin = make_url(ADMIN_URL)
+    dsn = admin.set(drivername="postgresql").render_as_string(hide_password=False)
+    name = f"cronpilot_e2e_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    yield admin.set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def test_cronpilot_dev_end_to_end(
+    tmp_path: Path, target: HttpTarget, database_url: str | None
+) -> None:
     data_dir = tmp_path / "data"
     ports = {"api": free_port(), "temporal": free_port(), "ui": free_port()}
     key = uuid.uuid4().hex
-    async with _cronpilot_dev(data_dir, ports) as api:
+    async with _cronpilot_dev(data_dir, ports, database_url) as api:
         me = (await api.get("/api/me")).json()
         assert me["name"] == "dev"
         home = await api.get("/")
@@ -154,10 +179,11 @@ async def test_cronpilot_dev_end_to_end(tmp_path: Path, target: HttpTarget) -> N
         history = (await api.get(f"/api/tasks/{every_id}/executions")).json()["items"]
         assert target.hits(f"{key}-once") == 1
 
-    assert (data_dir / "cronpilot.db").exists() and (data_dir / "temporal.db").exists()
+    assert (data_dir / "temporal.db").exists()
+    assert (data_dir / "cronpilot.db").exists() == (database_url is None)
 
     # Restarted on the same data dir: the same key works; tasks, schedules, history remain.
-    async with _cronpilot_dev(data_dir, ports) as api:
+    async with _cronpilot_dev(data_dir, ports, database_url) as api:
         task = (await api.get(f"/api/tasks/{every_id}")).json()
         assert task["status"] == "paused" and task["run_count"] >= 2
         again = (await api.get(f"/api/tasks/{every_id}/executions")).json()["items"]
