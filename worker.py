@@ -53,6 +53,7 @@ def build_workers(
                     history.record_execution_started,
                     history.record_execution_finished,
                     history.delete_old_executions,
+                    history.settle_unrecorded_executions,
                     *action_activities(deps, "main"),
                 ],
                 max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
@@ -80,7 +81,7 @@ async def ensure_retention_schedule(client: Client, settings: Settings) -> None:
             id=RETENTION_SCHEDULE_ID,
             task_queue=settings.task_queue,
         ),
-        spec=ScheduleSpec(cron_expressions=["17 3 * * *"], time_zone_name="UTC"),
+        spec=ScheduleSpec(cron_expressions=["17 * * * *"], time_zone_name="UTC"),
     )
     try:
         await client.create_schedule(RETENTION_SCHEDULE_ID, schedule)

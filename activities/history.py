@@ -6,15 +6,24 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from schema import crud
 from schema.crud import UNCHANGED
-from schema.executions import ExecutionFinished, ExecutionStarted
-from schema.orm import Task
+from schema.executions import ExecutionError, ExecutionFinished, ExecutionStarted, ExecutionStatus
+from schema.orm import Task, TaskExecution
 
 RETENTION_BATCH = 1000
+STALE_BATCH = 500
+# Runs that ended without recording their end (terminated, timed out as a workflow): the
+# status their final record gets, and the error it shows.
+UNRECORDED_ENDS: dict[WorkflowExecutionStatus, tuple[ExecutionStatus, str, str]] = {
+    WorkflowExecutionStatus.TERMINATED: ("cancelled", "Terminated", "terminated in Temporal"),
+    WorkflowExecutionStatus.CANCELED: ("cancelled", "Cancelled", "cancelled in Temporal"),
+    WorkflowExecutionStatus.TIMED_OUT: ("timed_out", "WorkflowTimeout", "the run timed out"),
+    WorkflowExecutionStatus.FAILED: ("failed", "WorkflowFailed", "the run failed in Temporal"),
+}
 
 
 def schedule_id_for(task_id: object) -> str:
@@ -98,3 +107,53 @@ class HistoryActivities:
             activity.heartbeat(total)
             if deleted < RETENTION_BATCH:
                 return total
+
+    @activity.defn
+    async def settle_unrecorded_executions(self, older_than_seconds: int) -> int:
+        """Close the records of runs that ended in Temporal without recording their end
+        (terminated by an overlap policy or by hand); returns how many were settled."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=older_than_seconds)
+        async with self.sessions() as session:
+            stale = await crud.running_executions_before(session, cutoff=cutoff, limit=STALE_BATCH)
+            tasks = {row.task_id: await session.get(Task, row.task_id) for row in stale}
+        settled = 0
+        for row in stale:
+            task = tasks[row.task_id]
+            record = await self._unrecorded_end(row, task)
+            if record is not None:
+                await self.record_execution_finished(record)
+                settled += 1
+        return settled
+
+    async def _unrecorded_end(
+        self, row: TaskExecution, task: Task | None
+    ) -> ExecutionFinished | None:
+        if task is None:
+            return None
+        try:
+            description = await self.client.get_workflow_handle(
+                row.workflow_id, run_id=row.run_id
+            ).describe()
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:
+                return None
+            raise
+        end = UNRECORDED_ENDS.get(description.status) if description.status else None
+        if end is None:
+            return None  # still running, or it completed and its own record is on the way
+        status, error_type, message = end
+        return ExecutionFinished(
+            execution_id=row.id,
+            task_id=row.task_id,
+            user_id=row.user_id,
+            workflow_id=row.workflow_id,
+            run_id=row.run_id,
+            trigger=row.trigger,
+            scheduled_at=row.scheduled_at,
+            started_at=row.started_at,
+            task_type=task.type,
+            status=status,
+            finished_at=description.close_time or datetime.now(UTC),
+            attempts=row.attempts,
+            error=ExecutionError(type=error_type, message=message),
+        )

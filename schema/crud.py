@@ -471,3 +471,17 @@ async def executions_since(
             .limit(limit)
         )
     ).all()
+
+
+async def running_executions_before(
+    session: AsyncSession, *, cutoff: datetime, limit: int
+) -> Sequence[TaskExecution]:
+    """Executions still marked running that started before ``cutoff``."""
+    return (
+        await session.scalars(
+            select(TaskExecution)
+            .where(TaskExecution.status == "running", TaskExecution.started_at < cutoff)
+            .order_by(TaskExecution.started_at)
+            .limit(limit)
+        )
+    ).all()

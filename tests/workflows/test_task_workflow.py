@@ -6,8 +6,11 @@ import asyncio
 import uuid
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.testing import ActivityEnvironment
 
+from activities.history import HistoryActivities
 from tests.conftest import ApiUser, eventually
 from tests.fixtures.http_target import HttpTarget
 from tests.fixtures.tasks import fast_retry, recurring
@@ -173,3 +176,27 @@ async def test_cancelled_run_is_recorded_as_cancelled(
     run = await eventually(final)
     assert run["status"] == "cancelled" and run["error"]["type"] == "Cancelled"
     assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
+
+
+async def test_terminated_run_is_settled_by_the_system_sweep(
+    user: ApiUser, target: HttpTarget, temporal: Client, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    key = uuid.uuid4().hex
+    body = recurring(f"{target.url}/slow/{key}?seconds=20", retry=fast_retry(1))
+    task = await user.create_task({**body, "schedule": {"interval_seconds": 86400}})
+    started = (await user.post(f"/api/tasks/{task['id']}/run")).json()
+    await eventually(lambda: user.executions(task["id"], status="running"))
+    handle = temporal.get_workflow_handle(started["workflow_id"], run_id=started["run_id"])
+    await handle.terminate("overlap policy terminate_other")
+    history = HistoryActivities(sessions, temporal)
+    env = ActivityEnvironment(client=temporal)
+    assert await env.run(history.settle_unrecorded_executions, 3600) == 0  # too recent to touch
+
+    await env.run(history.settle_unrecorded_executions, 0)
+    [run] = await user.executions(task["id"])
+    assert run["status"] == "cancelled" and run["error"]["type"] == "Terminated"
+    assert run["finished_at"] is not None
+    refreshed = (await user.get(f"/api/tasks/{task['id']}")).json()
+    assert refreshed["run_count"] == 1 and refreshed["last_status"] == "cancelled"
+    await env.run(history.settle_unrecorded_executions, 0)
+    assert (await user.get(f"/api/tasks/{task['id']}")).json()["run_count"] == 1
