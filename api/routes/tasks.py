@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -141,7 +142,9 @@ async def create_task(
         await _refresh_next_run(task, state.temporal)
         await session.commit()
     except BaseException:
-        await scheduling.delete_schedule(state.temporal, task.id)
+        # Undo the schedule; if Temporal is down too, reconcile removes the orphan later.
+        with contextlib.suppress(Exception):
+            await scheduling.delete_schedule(state.temporal, task.id)
         raise
     return task_public(task, state.settings)
 
