@@ -111,7 +111,7 @@ class ActionRun:
         names = referenced_names(raw)
         if "secrets" in names:
             secrets = await self._load_secrets()
-            self.secrets = sorted(secrets.values(), key=len, reverse=True)
+            self.hide(*secrets.values())
             context["secrets"] = secrets
         try:
             rendered = render(raw, context)
@@ -144,6 +144,20 @@ class ActionRun:
             "steps": context.steps,
             "now": datetime.now(UTC),
         }
+
+    def hide(self, *values: str) -> None:
+        """Redact these values too (tokens, keys) from logs, results and errors."""
+        self.secrets = sorted({*self.secrets, *(v for v in values if v)}, key=len, reverse=True)
+
+    async def secret(self, name: str) -> str:
+        """One of the user's secrets by name (redacted from then on); MissingSecret if absent."""
+        secrets = await self._load_secrets()
+        try:
+            value: str = secrets[name]
+        except MissingSecret as error:
+            self.fail("MissingSecret", str(error), retryable=False)
+        self.hide(value)
+        return value
 
     async def _load_secrets(self) -> SecretValues:
         box = SecretBox(self.deps.settings)

@@ -64,7 +64,7 @@ async def complete(
             retryable=False,
         )
     # Not a user secret, so not redacted by default; a server or proxy may still echo it.
-    run.secrets = sorted({*run.secrets, api_key}, key=len, reverse=True)
+    run.hide(api_key)
     model = model or settings.anthropic_model
     base_url = settings.anthropic_base_url or DEFAULT_BASE_URL
     run.log(f"asking {model} at {base_url} (max_tokens {max_tokens})")

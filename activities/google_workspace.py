@@ -36,9 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from activities._action import ActionRun
 from activities._http import read_capped, retry_after
-from schema import crud
 from schema.actions import GoogleWorkspaceConfig
-from schema.crypto import SecretBox
 
 GOOGLE_API_BASE_URL = "https://www.googleapis.com"
 SHEETS_BASE_URL = "https://sheets.googleapis.com"
@@ -291,33 +289,15 @@ async def call(run: ActionRun, config: GoogleWorkspaceConfig) -> dict[str, Any]:
         )
         run.fail("InvalidConfig", f"{config.operation}: {problems}", retryable=False)
     request = build(params)
-    credentials = _credentials(run, config.credentials_secret, await _secret(run, config))
+    credentials = _credentials(
+        run, config.credentials_secret, await run.secret(config.credentials_secret)
+    )
     token = await _access_token(run, credentials, SCOPES[config.service])
     response, body = await _send(run, _api_request(run, config.service, request, token))
     run.log(f"HTTP {response.status_code}")
     if not response.is_success:
         _fail_on_status(run, response, body, token_endpoint=False)
     return _trimmed(_decoded(response, body))
-
-
-async def _secret(run: ActionRun, config: GoogleWorkspaceConfig) -> str:
-    name = config.credentials_secret
-    async with run.deps.sessions() as session:
-        stored = await crud.list_secrets(session, user_id=run.input.user_id)
-    for secret in stored:
-        if secret.name == name:
-            value = SecretBox(run.deps.settings).decrypt(secret.value_encrypted)
-            _hide(run, value)
-            return value
-    run.fail(
-        "MissingSecret",
-        f"no secret named {name!r}; create it with PUT /api/secrets/{name}",
-        retryable=False,
-    )
-
-
-def _hide(run: ActionRun, *values: str) -> None:
-    run.secrets = sorted({*run.secrets, *(v for v in values if v)}, key=len, reverse=True)
 
 
 def _credentials(run: ActionRun, name: str, value: str) -> str | ServiceAccount:
@@ -330,7 +310,7 @@ def _credentials(run: ActionRun, name: str, value: str) -> str | ServiceAccount:
         run.fail("InvalidCredentials", f"secret {name!r}: {expected}", retryable=False)
     for key in ("access_token", "private_key"):
         if isinstance(data.get(key), str):
-            _hide(run, data[key])
+            run.hide(data[key])
     if data.get("type") == "service_account":
         return _service_account(run, name, data)
     token = data.get("access_token")
@@ -381,7 +361,7 @@ async def _access_token(run: ActionRun, credentials: str | ServiceAccount, scope
     cached = _tokens.get(key)
     if cached is not None and cached[1] > time.monotonic():
         run.log(f"using a cached access token for {credentials.client_email}")
-        _hide(run, cached[0])
+        run.hide(cached[0])
         return cached[0]
     token, expires_in = await _mint(run, credentials, scope, token_url)
     now = time.monotonic()
@@ -420,7 +400,7 @@ async def _mint(
     token = answer.get("access_token") if isinstance(answer, dict) else None
     if not isinstance(token, str) or not token:
         run.fail("GoogleAuthError", "the token endpoint returned no access_token", retryable=False)
-    _hide(run, token)
+    run.hide(token)
     expires_in = answer.get("expires_in", 0)
     return token, float(expires_in) if isinstance(expires_in, int | float) else 0.0
 
