@@ -32,6 +32,8 @@ from workflows.task import CODE_QUEUE_SUFFIX, TaskWorkflow
 log = logging.getLogger("cronpilot.worker")
 MAX_CONCURRENT_ACTIVITIES = 200
 MAX_CONCURRENT_CODE_RUNS = 8
+# Every workflow type; the replay test replays recorded histories against these.
+WORKFLOWS: list[type] = [TaskWorkflow, RetentionWorkflow]
 
 
 def build_workers(
@@ -48,7 +50,7 @@ def build_workers(
             Worker(
                 client,
                 task_queue=task_queue,
-                workflows=[TaskWorkflow, RetentionWorkflow],
+                workflows=WORKFLOWS,
                 activities=[
                     history.record_execution_started,
                     history.record_execution_finished,

@@ -27,6 +27,7 @@ from schema.db import create_engine, create_sessionmaker
 from schema.migrate import upgrade
 from schema.settings import Settings
 from schema.temporal import TASK_ID_ATTRIBUTE, USER_ID_ATTRIBUTE
+from tests.fixtures import histories
 from tests.fixtures.actions import ActionHarness
 from tests.fixtures.fake_anthropic import FakeAnthropic
 from tests.fixtures.fake_google import FakeGoogle
@@ -85,8 +86,13 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
 
 
 @pytest.fixture(scope="session")
-def temporal(temporal_env: WorkflowEnvironment) -> Client:
-    return temporal_env.client
+async def temporal(temporal_env: WorkflowEnvironment) -> AsyncIterator[Client]:
+    """The session's client; with CRONPILOT_RECORD_HISTORIES set, the session's workflow
+    histories of new shapes are kept for the replay test when it ends."""
+    yield temporal_env.client
+    if os.environ.get(histories.RECORD_ENV):
+        written = await histories.record(temporal_env.client, histories.RECORDED_QUERY)
+        print(f"\nrecorded {len(written)} new workflow histories")  # noqa: T201
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,62 @@
+"""Runs in flight survive code changes: recorded histories replay against today's workflows.
+
+A workflow change that would break a run already in flight (a command added, removed or
+reordered without ``workflow.patched``) makes this fail. The histories in ``histories/``
+were recorded from the test suite with the code of their day (tests/fixtures/histories.py
+says how to record more); the current session's own closed runs are replayed too.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+from temporalio.client import Client, WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from tests.conftest import ApiUser
+from tests.fixtures import histories
+from tests.fixtures.http_target import HttpTarget
+from tests.fixtures.tasks import fast_retry, recurring
+from worker import WORKFLOWS
+
+SESSION_SAMPLE = 300
+
+
+def _replayer() -> Replayer:
+    return Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+
+
+async def _each(items: list[WorkflowHistory]) -> AsyncIterator[WorkflowHistory]:
+    for item in items:
+        yield item
+
+
+async def test_recorded_histories_replay() -> None:
+    recorded = histories.recorded()
+    shapes = {histories.shape_of(history).split(":", 1)[0] for history in recorded}
+    assert {"TaskWorkflow", "RetentionWorkflow"} <= shapes, "recorded histories are missing"
+    results = await _replayer().replay_workflows(_each(recorded), raise_on_replay_failure=False)
+    failures = {run_id: repr(error) for run_id, error in results.replay_failures.items()}
+    assert failures == {}
+
+
+async def test_this_sessions_histories_replay(
+    temporal: Client, user: ApiUser, target: HttpTarget
+) -> None:
+    # At least one run of today's code, whichever tests ran before.
+    task = await user.create_task(
+        recurring(f"{target.url}/ok/{uuid.uuid4().hex}", interval_seconds=86400, retry=fast_retry())
+    )
+    started = (await user.post(f"/api/tasks/{task['id']}/run")).json()
+    await temporal.get_workflow_handle(started["workflow_id"]).result()
+    session = [
+        history
+        async for history in histories.closed_histories(
+            temporal, histories.RECORDED_QUERY, limit=SESSION_SAMPLE
+        )
+    ]
+    results = await _replayer().replay_workflows(_each(session), raise_on_replay_failure=False)
+    failures = {run_id: repr(error) for run_id, error in results.replay_failures.items()}
+    assert failures == {}
