@@ -24,7 +24,8 @@ from pydantic import ValidationError
 from schema import crud
 from schema.db import create_engine, create_sessionmaker
 from schema.settings import Settings
-from schema.temporal import TASK_ID_ATTRIBUTE, USER_ID_ATTRIBUTE, connect
+from schema.temporal import connect
+from schema.temporal_ids import TASK_ID_ATTRIBUTE, USER_ID_ATTRIBUTE
 
 log = logging.getLogger("cronpilot")
 TEMPORAL_START_TIMEOUT = 60.0
@@ -186,22 +187,23 @@ async def _migrate(settings: Settings) -> None:
 
 
 async def _reconcile(settings: Settings) -> None:
-    from api.scheduling import reconcile
+    from api.reconcile import reconcile
 
     client = await connect(settings)
     engine = create_engine(settings.resolved_database_url)
     try:
-        async with create_sessionmaker(engine)() as session:
-            report = await reconcile(session, client, settings.task_queue)
+        report = await reconcile(create_sessionmaker(engine), client, settings.task_queue)
     finally:
         await engine.dispose()
-    counts = (len(report.created), len(report.updated), len(report.deleted))
-    print("created {}, updated {}, deleted {}".format(*counts))
-    for verb, ids in (
-        ("created", report.created),
-        ("updated", report.updated),
-        ("deleted", report.deleted),
-    ):
+    lists = {
+        "created": report.created,
+        "updated": report.updated,
+        "deleted": report.deleted,
+        "settled": report.settled,
+        "swept": report.previews,
+    }
+    print(", ".join(f"{verb} {len(ids)}" for verb, ids in lists.items()))
+    for verb, ids in lists.items():
         for schedule_id in ids:
             print(f"  {verb} {schedule_id}")
 

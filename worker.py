@@ -9,31 +9,26 @@ import signal
 from collections.abc import AsyncIterator
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from temporalio.client import (
-    Client,
-    Schedule,
-    ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
-    ScheduleSpec,
-    ScheduleUpdate,
-    ScheduleUpdateInput,
-)
+from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities._action import ActionDeps
 from activities.history import HistoryActivities
 from activities.registry import action_activities
+from api.scheduling import ensure_retention_schedule
 from schema.db import create_engine, create_sessionmaker
 from schema.settings import Settings, get_settings
 from schema.temporal import connect, ensure_search_attributes
-from workflows.retention import RETENTION_SCHEDULE_ID, RetentionWorkflow
-from workflows.task import CODE_QUEUE_SUFFIX, TaskWorkflow
+from schema.temporal_ids import code_queue
+from workflows.history import RecordExecutionWorkflow
+from workflows.retention import RetentionWorkflow
+from workflows.task import TaskWorkflow
 
 log = logging.getLogger("cronpilot.worker")
 MAX_CONCURRENT_ACTIVITIES = 200
 MAX_CONCURRENT_CODE_RUNS = 8
 # Every workflow type; the replay test replays recorded histories against these.
-WORKFLOWS: list[type] = [TaskWorkflow, RetentionWorkflow]
+WORKFLOWS: list[type] = [TaskWorkflow, RecordExecutionWorkflow, RetentionWorkflow]
 
 
 def build_workers(
@@ -53,7 +48,9 @@ def build_workers(
                 workflows=WORKFLOWS,
                 activities=[
                     history.record_execution_started,
+                    history.try_record_execution_finished,
                     history.record_execution_finished,
+                    history.wait_for_runs,
                     history.delete_old_executions,
                     history.settle_unrecorded_executions,
                     *action_activities(deps, "main"),
@@ -66,7 +63,7 @@ def build_workers(
         workers.append(
             Worker(
                 client,
-                task_queue=task_queue + CODE_QUEUE_SUFFIX,
+                task_queue=code_queue(task_queue),
                 activities=code_activities,
                 max_concurrent_activities=MAX_CONCURRENT_CODE_RUNS,
             )
@@ -74,33 +71,12 @@ def build_workers(
     return workers, deps
 
 
-async def ensure_retention_schedule(client: Client, settings: Settings) -> None:
-    """The daily schedule that trims history, created or brought up to date."""
-    schedule = Schedule(
-        action=ScheduleActionStartWorkflow(
-            RetentionWorkflow.run,
-            settings.execution_retention_days,
-            id=RETENTION_SCHEDULE_ID,
-            task_queue=settings.task_queue,
-        ),
-        spec=ScheduleSpec(cron_expressions=["17 * * * *"], time_zone_name="UTC"),
-    )
-    try:
-        await client.create_schedule(RETENTION_SCHEDULE_ID, schedule)
-    except ScheduleAlreadyRunningError:
-
-        def _replace(_: ScheduleUpdateInput) -> ScheduleUpdate:
-            return ScheduleUpdate(schedule=schedule)
-
-        await client.get_schedule_handle(RETENTION_SCHEDULE_ID).update(_replace)
-
-
 @contextlib.asynccontextmanager
 async def running_workers(settings: Settings, client: Client) -> AsyncIterator[None]:
     """Run the workers until the block exits, then shut them down gracefully."""
     engine = create_engine(settings.resolved_database_url)
     await ensure_search_attributes(client)
-    await ensure_retention_schedule(client, settings)
+    await ensure_retention_schedule(client, settings.task_queue, settings.execution_retention_days)
     workers, deps = build_workers(client, create_sessionmaker(engine), settings)
     tasks = [asyncio.create_task(worker.run()) for worker in workers]
     try:

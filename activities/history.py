@@ -1,21 +1,41 @@
-"""History activities: idempotent writes of execution records and the task's summary fields."""
+"""History activities: idempotent writes of execution records and the task's summary fields,
+the system sweep of runs that ended unrecorded, and waiting for runs in flight.
+
+A run never waits long on the database: ``try_record_execution_finished`` fails at once,
+and for good, when the database is unreachable (or was a moment ago), and the workflow then
+hands its record to a ``RecordExecutionWorkflow`` that retries ``record_execution_finished``
+until the database is back.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from api import scheduling
 from schema import crud
 from schema.crud import UNCHANGED
+from schema.db import is_unavailable
 from schema.executions import ExecutionError, ExecutionFinished, ExecutionStarted, ExecutionStatus
 from schema.orm import Task, TaskExecution
+from schema.tasks import RunRef
 
 RETENTION_BATCH = 1000
 STALE_BATCH = 500
+# After a failed connection, writes fail at once for this long instead of each waiting out
+# a connection timeout: runs keep ending on time during an outage.
+UNAVAILABLE_FOR_SECONDS = 5.0
+WAIT_POLL_SECONDS = 1.0
+HEARTBEAT_SECONDS = 5.0
 # Runs that ended without recording their end (terminated, timed out as a workflow): the
 # status their final record gets, and the error it shows.
 UNRECORDED_ENDS: dict[WorkflowExecutionStatus, tuple[ExecutionStatus, str, str]] = {
@@ -26,72 +46,110 @@ UNRECORDED_ENDS: dict[WorkflowExecutionStatus, tuple[ExecutionStatus, str, str]]
 }
 
 
-def schedule_id_for(task_id: object) -> str:
-    return f"task-{task_id}"
-
-
 class HistoryActivities:
     """Activities that need the database and the Temporal client of the worker process."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], client: Client) -> None:
         self.sessions = sessions
         self.client = client
+        self._unavailable_until = 0.0
 
     @activity.defn
     async def record_execution_started(self, record: ExecutionStarted) -> None:
         """Insert the running row (a no-op when the run is already recorded)."""
-        async with self.sessions.begin() as session:
-            if await session.get(Task, record.task_id) is None:
-                activity.logger.info("task %s is gone; not recording", record.task_id)
-                return
-            await crud.record_started(session, record)
+        async with self._database():
+            async with self.sessions.begin() as session:
+                if await session.get(Task, record.task_id) is None:
+                    activity.logger.info("task %s is gone; not recording", record.task_id)
+                    return
+                await crud.record_started(session, record)
+
+    @activity.defn
+    async def try_record_execution_finished(self, record: ExecutionFinished) -> None:
+        """The final record, written within the run: fails at once and non-retryably
+        (``DatabaseUnavailable``) when the database cannot be reached."""
+        if time.monotonic() < self._unavailable_until:
+            raise _unavailable("the database did not answer a moment ago")
+        try:
+            await self.record_execution_finished(record)
+        except Exception as error:
+            if is_unavailable(error):
+                raise _unavailable(f"{type(error).__name__}: {error}") from error
+            raise
 
     @activity.defn
     async def record_execution_finished(self, record: ExecutionFinished) -> None:
-        """Write the final row; the first time only, move the task's counters and status."""
-        finishes_task = record.task_type == "one_time" and record.trigger == "schedule"
+        """Write the final row; the first time only, move the task's counters and status.
+        A one-time task's scheduled run completes (or fails) the task, unless the task was
+        given a new run_at meanwhile, and then its spent schedule is deleted."""
+        finishing = record.task_type == "one_time" and record.trigger == "schedule"
         # Only a scheduled run moves the schedule on; other runs leave next_run_at as it is.
-        moves_schedule = record.trigger == "schedule" and not finishes_task
-        next_run_at = await self._next_run_at(record) if moves_schedule else None
+        moves_schedule = record.trigger == "schedule" and record.task_type == "recurring"
+        next_run_at = (
+            await scheduling.next_run_at(self.client, record.task_id) if moves_schedule else None
+        )
+        async with self._database():
+            async with self.sessions.begin() as session:
+                task = await crud.lock_task(session, task_id=record.task_id)
+                if task is None:
+                    activity.logger.info("task %s is gone; not recording", record.task_id)
+                    return
+                finishes_task = finishing and _same_run_at(task, record)
+                if await crud.record_finished(session, record):
+                    task_status = None
+                    if finishes_task:
+                        task_status = "completed" if record.status == "succeeded" else "failed"
+                    await crud.count_run(
+                        session,
+                        task_id=record.task_id,
+                        status=record.status,
+                        finished_at=record.finished_at,
+                        task_status=task_status,
+                        next_run_at=next_run_at if moves_schedule or finishes_task else UNCHANGED,
+                    )
+            if finishing:
+                await self._delete_spent_schedule(record)
+
+    async def _delete_spent_schedule(self, record: ExecutionFinished) -> None:
+        """Delete a finished one-time task's schedule, under the row lock, unless the task
+        was rescheduled meanwhile (also on a retry, after the row was written)."""
         async with self.sessions.begin() as session:
-            if await session.get(Task, record.task_id) is None:
-                activity.logger.info("task %s is gone; not recording", record.task_id)
-                return
-            if await crud.record_finished(session, record):
-                task_status = None
-                if finishes_task:
-                    task_status = "completed" if record.status == "succeeded" else "failed"
-                await crud.count_run(
-                    session,
-                    task_id=record.task_id,
-                    status=record.status,
-                    finished_at=record.finished_at,
-                    task_status=task_status,
-                    next_run_at=next_run_at if moves_schedule or finishes_task else UNCHANGED,
-                )
-        if finishes_task:
-            await self._delete_schedule(schedule_id_for(record.task_id))
+            task = await crud.lock_task(session, task_id=record.task_id)
+            if task is not None and task.status in ("completed", "failed"):
+                if _same_run_at(task, record):
+                    await scheduling.delete_schedule(self.client, record.task_id)
 
-    async def _next_run_at(self, record: ExecutionFinished) -> datetime | None:
+    @contextlib.asynccontextmanager
+    async def _database(self) -> AsyncIterator[None]:
+        """Notes a connection failure, so that in-run writes fail fast for a while."""
         try:
-            description = await self.client.get_schedule_handle(
-                schedule_id_for(record.task_id)
-            ).describe()
-        except RPCError as error:
-            if error.status == RPCStatusCode.NOT_FOUND:
-                return None
+            yield
+        except Exception as error:
+            if is_unavailable(error):
+                self._unavailable_until = time.monotonic() + UNAVAILABLE_FOR_SECONDS
             raise
-        if description.schedule.state.paused:
-            return None
-        times = description.info.next_action_times
-        return times[0] if times else None
 
-    async def _delete_schedule(self, schedule_id: str) -> None:
-        try:
-            await self.client.get_schedule_handle(schedule_id).delete()
-        except RPCError as error:
-            if error.status != RPCStatusCode.NOT_FOUND:
-                raise
+    @activity.defn
+    async def wait_for_runs(self, runs: list[RunRef]) -> None:
+        """Return once every run has ended (for a run queued by its overlap policy)."""
+        pending = list(runs)
+        while pending:
+            activity.heartbeat(len(pending))
+            still = []
+            for run in pending:
+                try:
+                    described = await self.client.get_workflow_handle(
+                        run.workflow_id, run_id=run.run_id
+                    ).describe()
+                except RPCError as error:
+                    if error.status == RPCStatusCode.NOT_FOUND:
+                        continue
+                    raise
+                if described.status == WorkflowExecutionStatus.RUNNING:
+                    still.append(run)
+            pending = still
+            if pending:
+                await asyncio.sleep(WAIT_POLL_SECONDS)
 
     @activity.defn
     async def delete_old_executions(self, retention_days: int) -> int:
@@ -115,11 +173,23 @@ class HistoryActivities:
         cutoff = datetime.now(UTC) - timedelta(seconds=older_than_seconds)
         async with self.sessions() as session:
             stale = await crud.running_executions_before(session, cutoff=cutoff, limit=STALE_BATCH)
-            tasks = {row.task_id: await session.get(Task, row.task_id) for row in stale}
+        return await self.settle(stale)
+
+    async def settle_runs(self, runs: Sequence[RunRef]) -> int:
+        """Write the end of these runs if they ended without recording it (terminated)."""
+        async with self.sessions() as session:
+            rows = await crud.executions_of_runs(
+                session, runs=[(run.workflow_id, run.run_id or "") for run in runs]
+            )
+        return await self.settle(rows)
+
+    async def settle(self, rows: Sequence[TaskExecution]) -> int:
+        """Write the end of each running row whose run ended unrecorded; returns how many."""
+        async with self.sessions() as session:
+            tasks = {row.task_id: await session.get(Task, row.task_id) for row in rows}
         settled = 0
-        for row in stale:
-            task = tasks[row.task_id]
-            record = await self._unrecorded_end(row, task)
+        for row in rows:
+            record = await self._unrecorded_end(row, tasks[row.task_id])
             if record is not None:
                 await self.record_execution_finished(record)
                 settled += 1
@@ -142,6 +212,7 @@ class HistoryActivities:
         if end is None:
             return None  # still running, or it completed and its own record is on the way
         status, error_type, message = end
+        schedule = crud.task_spec(task).schedule
         return ExecutionFinished(
             execution_id=row.id,
             task_id=row.task_id,
@@ -156,4 +227,18 @@ class HistoryActivities:
             finished_at=description.close_time or datetime.now(UTC),
             attempts=row.attempts,
             error=ExecutionError(type=error_type, message=message),
+            run_at=schedule.run_at if schedule else None,
         )
+
+
+def _same_run_at(task: Task, record: ExecutionFinished) -> bool:
+    """Whether the task still has the run_at its run was for (None: an older run's record,
+    which carried no run_at)."""
+    if record.run_at is None:
+        return True
+    schedule = crud.task_spec(task).schedule
+    return schedule is not None and schedule.run_at == record.run_at
+
+
+def _unavailable(message: str) -> ApplicationError:
+    return ApplicationError(message, type="DatabaseUnavailable", non_retryable=True)

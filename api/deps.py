@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -25,6 +26,8 @@ class AppState:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     temporal: Client
+    # Set once the start-up reconcile has run: not ready before.
+    reconciled: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def _state(request: Request) -> AppState:

@@ -15,9 +15,9 @@ from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
 
-from api import scheduling
 from api.deps import AppState
 from api.errors import install_error_handlers, problem_response
+from api.reconcile import reconcile
 from api.routes import executions, health, me, secrets, stats, tasks
 from schema.db import create_engine, create_sessionmaker
 from schema.settings import Settings, get_settings
@@ -78,25 +78,27 @@ class BodyLimitMiddleware:
 
 
 async def _reconcile_in_background(state: AppState) -> None:
-    """Reconcile once at start, retrying while Temporal or the database is still coming up."""
-    for delay in (*RECONCILE_RETRY_SECONDS, None):
+    """Reconcile once at start, retrying until Temporal and the database answer; readiness
+    waits for it. Changes made meanwhile are safe: reconcile takes each task's row lock."""
+    attempt = 0
+    while True:
         try:
-            async with state.sessions() as session:
-                report = await scheduling.reconcile(
-                    session, state.temporal, state.settings.task_queue
-                )
-            log.info(
-                "reconciled schedules: %d created, %d updated, %d deleted",
-                len(report.created),
-                len(report.updated),
-                len(report.deleted),
-            )
-            return
-        except Exception as error:  # keep serving; readiness shows what is down
-            log.warning("reconcile failed (%r)%s", error, "; retrying" if delay else "")
-            if delay is None:
-                return
+            report = await reconcile(state.sessions, state.temporal, state.settings.task_queue)
+        except Exception as error:  # keep serving; readiness says what is down
+            delay = RECONCILE_RETRY_SECONDS[min(attempt, len(RECONCILE_RETRY_SECONDS) - 1)]
+            log.warning("reconcile failed (%r); retrying in %d s", error, delay)
+            attempt += 1
             await asyncio.sleep(delay)
+            continue
+        log.info(
+            "reconciled schedules: %d created, %d updated, %d deleted, %d one-time settled",
+            len(report.created),
+            len(report.updated),
+            len(report.deleted),
+            len(report.settled),
+        )
+        state.reconciled.set()
+        return
 
 
 def create_app(settings: Settings | None = None, temporal: Client | None = None) -> FastAPI:

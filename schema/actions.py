@@ -1,11 +1,12 @@
 """Action configs: one strict model per ``action.type``, joined in a discriminated union.
 
-Adding an action type means a config model and an ``XAction`` wrapper here, a module in
-``activities/`` and one registry entry there.
+Adding an action type means a config model, an ``XAction`` wrapper and a route here, a
+module in ``activities/`` and one registry entry there.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -256,3 +257,28 @@ Action = Annotated[
     | GoogleWorkspaceAction,
     Field(discriminator="type"),
 ]
+
+
+ActionQueue = Literal["main", "code"]
+
+
+@dataclass(frozen=True)
+class ActionRoute:
+    """Which activity runs an action type, and on which of the worker's queues."""
+
+    activity: str
+    queue: ActionQueue = "main"
+
+
+# The routing table: the workflows start these activities by name, the API accepts only
+# these types, and the worker refuses to start unless it has a handler for each.
+ACTION_ROUTES: dict[str, ActionRoute] = {
+    "webhook": ActionRoute("run_webhook"),
+    "ai_prompt": ActionRoute("run_ai_prompt"),
+    "send_email": ActionRoute("run_send_email"),
+    "web_scrape": ActionRoute("run_web_scrape"),
+    "generate_report": ActionRoute("run_generate_report"),
+    "google_workspace": ActionRoute("run_google_workspace"),
+    "file_operation": ActionRoute("run_file_operation"),
+    "run_code": ActionRoute("run_run_code", queue="code"),
+}

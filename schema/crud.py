@@ -169,13 +169,26 @@ async def create_task(session: AsyncSession, *, user_id: uuid.UUID, spec: TaskSp
     return task
 
 
-async def get_task(
-    session: AsyncSession, *, user_id: uuid.UUID, task_id: uuid.UUID, for_update: bool = False
+async def get_task(session: AsyncSession, *, user_id: uuid.UUID, task_id: uuid.UUID) -> Task | None:
+    return await session.scalar(select(Task).where(Task.id == task_id, Task.user_id == user_id))
+
+
+async def lock_task(
+    session: AsyncSession, *, task_id: uuid.UUID, user_id: uuid.UUID | None = None
 ) -> Task | None:
-    query = select(Task).where(Task.id == task_id, Task.user_id == user_id)
-    if for_update:
-        query = query.with_for_update()
-    return await session.scalar(query)
+    """The task row, read fresh and locked until the transaction ends, so that one task's
+    changes (its row and its schedule) happen one at a time, across processes.
+
+    PostgreSQL locks the row (``SELECT ... FOR UPDATE``). SQLite has one writer at a time: a
+    write that changes nothing takes its lock, waiting for the busy timeout. It must be the
+    transaction's first write, which it is when the caller calls this first.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        await session.execute(update(Task).where(Task.id == task_id).values(status=Task.status))
+    query = select(Task).where(Task.id == task_id).with_for_update()
+    if user_id is not None:
+        query = query.where(Task.user_id == user_id)
+    return await session.scalar(query.execution_options(populate_existing=True))
 
 
 def _has_tag(tag: str, dialect: str) -> ColumnElement[bool]:
@@ -222,15 +235,21 @@ def _split_page(
     return rows, None
 
 
-async def scheduled_tasks(session: AsyncSession) -> Sequence[Task]:
+SCHEDULED_TYPES = ("one_time", "recurring")
+SCHEDULED_STATUSES = ("active", "paused")
+
+
+def owns_schedule(task: Task) -> bool:
+    """Whether the task should have a Temporal schedule now."""
+    return task.type in SCHEDULED_TYPES and task.status in SCHEDULED_STATUSES
+
+
+async def scheduled_task_ids(session: AsyncSession) -> set[uuid.UUID]:
     """Every task that should own a Temporal schedule (active or paused, time-based)."""
-    return (
-        await session.scalars(
-            select(Task).where(
-                Task.type.in_(("one_time", "recurring")), Task.status.in_(("active", "paused"))
-            )
-        )
-    ).all()
+    query = select(Task.id).where(
+        Task.type.in_(SCHEDULED_TYPES), Task.status.in_(SCHEDULED_STATUSES)
+    )
+    return set((await session.scalars(query)).all())
 
 
 async def active_tasks(session: AsyncSession, *, user_id: uuid.UUID) -> Sequence[Task]:
@@ -256,7 +275,13 @@ async def record_started(session: AsyncSession, record: ExecutionStarted) -> Non
     """Insert the running row unless the run is already recorded (idempotent)."""
     statement = (
         _insert(session)(TaskExecution)
-        .values(**_execution_values(record), status="running", attempts=0, logs=[], steps=[])
+        .values(
+            **_execution_values(record),
+            status="running",
+            attempts=0,
+            logs=[entry.model_dump(mode="json") for entry in record.logs],
+            steps=[],
+        )
         .on_conflict_do_nothing(index_elements=["workflow_id", "run_id"])
     )
     await session.execute(statement)
@@ -485,3 +510,13 @@ async def running_executions_before(
             .limit(limit)
         )
     ).all()
+
+
+async def executions_of_runs(
+    session: AsyncSession, *, runs: Sequence[tuple[str, str]]
+) -> Sequence[TaskExecution]:
+    """The executions of these (workflow id, run id) pairs that are recorded."""
+    if not runs:
+        return []
+    pairs = [and_(TaskExecution.workflow_id == w, TaskExecution.run_id == r) for w, r in runs]
+    return (await session.scalars(select(TaskExecution).where(or_(*pairs)))).all()

@@ -74,19 +74,22 @@ class ExecutionStarted(BaseModel):
     trigger: Trigger
     scheduled_at: datetime | None
     started_at: datetime
+    logs: list[LogEntry] = Field(default_factory=list)
 
 
 class ExecutionFinished(ExecutionStarted):
     """Input of ``record_execution_finished``: the final record and what it means for the task."""
 
-    task_type: TaskType
+    # None when the run's input could not be read: then the run moves no task status.
+    task_type: TaskType | None
     status: ExecutionStatus
     finished_at: datetime
     attempts: int
     result: Any = None
     error: ExecutionError | None = None
-    logs: list[LogEntry] = Field(default_factory=list)
     steps: list[dict[str, Any]] = Field(default_factory=list)
+    # A one-time task's run_at when the run started: a task rescheduled meanwhile stays active.
+    run_at: datetime | None = None
 
 
 class ExecutionTemporal(BaseModel):

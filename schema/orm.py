@@ -100,6 +100,9 @@ class Task(Base):
     last_status: Mapped[str | None] = mapped_column(String(20))
     run_count: Mapped[int] = mapped_column(Integer, default=0)
     failure_count: Mapped[int] = mapped_column(Integer, default=0)
+    # The newest run started by hand: run now checks it is over before honouring `skip`.
+    last_manual_workflow_id: Mapped[str | None] = mapped_column(String(255))
+    last_manual_run_id: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         # GET /api/tasks: newest first, optionally by status or type.

@@ -226,8 +226,16 @@ class TaskPublic(TaskSpec):
         return self
 
 
+class RunRef(BaseModel):
+    """One Temporal run: a workflow id and its run id."""
+
+    workflow_id: str
+    run_id: str | None = None
+
+
 class TaskRunInput(BaseModel):
-    """Input of one ``TaskWorkflow`` run; schedules carry it, so runs never need the database."""
+    """Input of one ``TaskWorkflow`` run; schedules carry it, so runs never need the database.
+    Fields can only be added, with defaults: schedules and runs in flight carry older ones."""
 
     task_id: UUID
     user_id: UUID
@@ -235,3 +243,5 @@ class TaskRunInput(BaseModel):
     trigger: Literal["schedule", "manual", "webhook", "event", "email", "chain"] = "schedule"
     payload: Any = None
     scheduled_at: datetime | None = None
+    # Runs to wait for before the action (run now under a buffer or cancel_other policy).
+    wait_for: list[RunRef] = Field(default_factory=list)

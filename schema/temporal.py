@@ -1,4 +1,5 @@
-"""The Temporal client every process shares, and the search attributes Cronpilot relies on."""
+"""The Temporal client every process shares, and the registration of Cronpilot's search
+attributes (their names live in ``schema.temporal_ids``)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,10 @@ from temporalio.api.operatorservice.v1 import (
     ListSearchAttributesRequest,
 )
 from temporalio.client import Client
-from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from schema.settings import Settings
-
-TASK_ID_ATTRIBUTE = SearchAttributeKey.for_keyword("CronpilotTaskId")
-USER_ID_ATTRIBUTE = SearchAttributeKey.for_keyword("CronpilotUserId")
+from schema.temporal_ids import TASK_ID_ATTRIBUTE, USER_ID_ATTRIBUTE
 
 
 async def connect(settings: Settings, *, lazy: bool = False) -> Client:

@@ -26,7 +26,7 @@ from schema import crud
 from schema.db import create_engine, create_sessionmaker
 from schema.migrate import upgrade
 from schema.settings import Settings
-from schema.temporal import TASK_ID_ATTRIBUTE, USER_ID_ATTRIBUTE
+from schema.temporal_ids import TASK_ID_ATTRIBUTE, USER_ID_ATTRIBUTE
 from tests.fixtures import histories
 from tests.fixtures.actions import ActionHarness
 from tests.fixtures.fake_anthropic import FakeAnthropic

@@ -9,13 +9,13 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.history import HistoryActivities
+    from schema.temporal_ids import RETENTION_WORKFLOW
 
-RETENTION_SCHEDULE_ID = "cronpilot-retention"
 # A run whose record still says running this long after it started is checked in Temporal.
 UNRECORDED_AFTER_SECONDS = 900
 
 
-@workflow.defn
+@workflow.defn(name=RETENTION_WORKFLOW)
 class RetentionWorkflow:
     """Settle the records of runs that ended unrecorded, then delete executions older than
     the retention period."""

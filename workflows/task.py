@@ -1,46 +1,86 @@
-"""``TaskWorkflow``: one run of a task, from the running record to the final one."""
+"""``TaskWorkflow``: one run of a task, from the running record to the final one.
+
+Runs in flight outlive deployments: change this module only in replay-safe ways (a new
+path behind ``workflow.patched``, input fields added with defaults) and keep the replay
+test (tests/workflows/test_replay.py) green.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.common import RawValue, RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.history import HistoryActivities
-    from activities.registry import ACTIONS
+    from schema.actions import ACTION_ROUTES
     from schema.executions import (
         ActionContext,
         ActionInput,
         ActionOutcome,
+        ExecutionError,
         ExecutionFinished,
         ExecutionStarted,
         LogEntry,
     )
-    from schema.tasks import TaskRunInput
+    from schema.tasks import RunRef, TaskRunInput
+    from schema.temporal_ids import (
+        SCHEDULED_START_ATTRIBUTE,
+        TASK_ID_ATTRIBUTE,
+        TASK_WORKFLOW,
+        USER_ID_ATTRIBUTE,
+        code_queue,
+        record_workflow_id,
+        search_attributes,
+    )
     from workflows.failures import Failure, failure_from, retry_policy_for
+    from workflows.history import RecordExecutionWorkflow
 
-SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
-CODE_QUEUE_SUFFIX = "-code"
-# History writes retry until the database is back: an outage delays history, never loses it.
+# Runs from before it wait for their running record and write the final one with
+# unbounded retries; runs from after it write a bounded final record or hand it over.
+BOUNDED_FINAL_RECORD = "bounded-final-record"
+# The running record retries until the database is back (nothing waits for it).
 HISTORY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
 )
 HISTORY_TIMEOUT = timedelta(seconds=30)
+# The final record within the run is bounded: a database outage must never hold a run open
+# (under the default overlap policy `skip`, an open run makes the schedule skip its fires).
+FINAL_RECORD_ATTEMPT = timedelta(seconds=30)
+FINAL_RECORD_BOUND = timedelta(seconds=60)
+FINAL_RECORD_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=5),
+    maximum_attempts=3,
+)
 # Actions heartbeat every few seconds; silence this long means the worker died: retry.
 ACTION_HEARTBEAT_TIMEOUT = timedelta(seconds=30)
+# A run queued behind others (run now under a buffer policy) waits at most this long.
+WAIT_LIMIT = timedelta(days=7)
+MAX_PROBLEM_CHARS = 1000
 
 
-@workflow.defn
+@workflow.defn(name=TASK_WORKFLOW)
 class TaskWorkflow:
-    """Record the run as running, run the action with the task's retries, record the outcome."""
+    """Record the run as running, run the action with the task's retries, record the outcome.
+
+    The input is read here rather than by the SDK, so that an input this code cannot read
+    (from another version, say) fails the run visibly, recorded as ``InvalidRunInput``,
+    instead of failing its workflow task over and over."""
 
     @workflow.run
-    async def run(self, run: TaskRunInput) -> dict[str, Any]:
+    async def run(self, raw: RawValue) -> dict[str, Any]:
+        run, problem = _decode(raw)
+        if run is None:
+            await self._record_unreadable(problem or "unreadable input")
+            raise ApplicationError(
+                f"InvalidRunInput: {problem}", type="InvalidRunInput", non_retryable=True
+            )
         info = workflow.info()
         started = ExecutionStarted(
             execution_id=workflow.uuid4(),
@@ -49,8 +89,10 @@ class TaskWorkflow:
             workflow_id=info.workflow_id,
             run_id=info.run_id,
             trigger=run.trigger,
-            scheduled_at=run.scheduled_at or info.typed_search_attributes.get(SCHEDULED_START),
+            scheduled_at=run.scheduled_at
+            or info.typed_search_attributes.get(SCHEDULED_START_ATTRIBUTE),
             started_at=info.start_time,
+            logs=_queue_log(run.wait_for),
         )
         recording = workflow.start_activity_method(
             HistoryActivities.record_execution_started,
@@ -61,11 +103,22 @@ class TaskWorkflow:
         outcome: ActionOutcome | None = None
         failure: Failure | None = None
         try:
+            if run.wait_for:
+                await self._wait(run.wait_for)
             outcome = await self._run_action(run, started)
         except (ActivityError, asyncio.CancelledError) as error:
             failure = failure_from(error, run.task.retry)
-        await recording
-        await self._record(run, started, outcome, failure)
+        record = self._finished(run, started, outcome, failure)
+        if workflow.patched(BOUNDED_FINAL_RECORD):
+            await self._record(record)
+        else:
+            await recording
+            await workflow.execute_local_activity_method(
+                HistoryActivities.record_execution_finished,
+                record,
+                start_to_close_timeout=HISTORY_TIMEOUT,
+                retry_policy=HISTORY_RETRY,
+            )
         if failure is not None:
             if failure.status == "cancelled":
                 raise asyncio.CancelledError()
@@ -78,11 +131,20 @@ class TaskWorkflow:
         assert outcome is not None
         return {"execution_id": str(started.execution_id), "result": outcome.result}
 
+    async def _wait(self, runs: list[RunRef]) -> None:
+        await workflow.execute_activity_method(
+            HistoryActivities.wait_for_runs,
+            runs,
+            start_to_close_timeout=WAIT_LIMIT,
+            heartbeat_timeout=ACTION_HEARTBEAT_TIMEOUT,
+            retry_policy=HISTORY_RETRY,
+        )
+
     async def _run_action(self, run: TaskRunInput, started: ExecutionStarted) -> ActionOutcome:
-        entry = ACTIONS[run.task.action.type]
+        route = ACTION_ROUTES[run.task.action.type]
         queue = workflow.info().task_queue
-        if entry.queue == "code":
-            queue += CODE_QUEUE_SUFFIX
+        if route.queue == "code":
+            queue = code_queue(queue)
         action_input = ActionInput(
             user_id=run.user_id,
             workflow_id=started.workflow_id,
@@ -98,7 +160,7 @@ class TaskWorkflow:
             ),
         )
         outcome: ActionOutcome = await workflow.execute_activity(
-            entry.name,
+            route.activity,
             action_input,
             task_queue=queue,
             start_to_close_timeout=timedelta(seconds=run.task.timeout_seconds),
@@ -108,30 +170,112 @@ class TaskWorkflow:
         )
         return outcome
 
-    async def _record(
+    def _finished(
         self,
         run: TaskRunInput,
         started: ExecutionStarted,
         outcome: ActionOutcome | None,
         failure: Failure | None,
-    ) -> None:
-        finished_at: datetime = workflow.now()
-        logs: list[LogEntry] = outcome.logs if outcome else (failure.logs if failure else [])
-        record = ExecutionFinished(
-            **started.model_dump(),
+    ) -> ExecutionFinished:
+        logs: list[LogEntry] = list(started.logs)
+        logs += outcome.logs if outcome else (failure.logs if failure else [])
+        if failure is not None and failure.error.type == "ActivityTimeout":
+            logs.append(
+                LogEntry(
+                    at=workflow.now(),
+                    level="error",
+                    message=f"attempt {failure.attempts} ended without a result: "
+                    f"{failure.error.message} (its worker may have stopped)",
+                )
+            )
+        schedule = run.task.schedule
+        return ExecutionFinished(
+            **started.model_dump(exclude={"logs"}),
             task_type=run.task.type,
             status=failure.status if failure else "succeeded",
-            finished_at=finished_at,
+            finished_at=workflow.now(),
             attempts=failure.attempts if failure else (outcome.attempt if outcome else 0),
             result=outcome.result if outcome else None,
             error=failure.error if failure else None,
             logs=logs,
+            run_at=schedule.run_at if schedule and run.task.type == "one_time" else None,
         )
-        # A local activity: the final write is awaited anyway, and this saves the server an
-        # activity task and a workflow task per run (its SQLite file is the bottleneck).
-        await workflow.execute_local_activity_method(
-            HistoryActivities.record_execution_finished,
-            record,
-            start_to_close_timeout=HISTORY_TIMEOUT,
-            retry_policy=HISTORY_RETRY,
-        )
+
+    async def _record(self, record: ExecutionFinished) -> None:
+        """Write the final record. A cancellation arriving meanwhile waits for it: the
+        record of what happened is never dropped."""
+        writing = asyncio.create_task(self._write_or_hand_over(record))
+        try:
+            await asyncio.shield(writing)
+        except asyncio.CancelledError:
+            workflow.logger.info("cancellation received while recording; recording first")
+            await writing
+
+    async def _write_or_hand_over(self, record: ExecutionFinished) -> None:
+        """Write the record within a minute, or hand it to a workflow that outlives this run
+        and retries until the database is back."""
+        try:
+            await workflow.execute_local_activity_method(
+                HistoryActivities.try_record_execution_finished,
+                record,
+                start_to_close_timeout=FINAL_RECORD_ATTEMPT,
+                schedule_to_close_timeout=FINAL_RECORD_BOUND,
+                retry_policy=FINAL_RECORD_RETRY,
+            )
+        except FailureError as error:  # local activities raise their failure unwrapped
+            record_id = record_workflow_id(workflow.info().run_id)
+            workflow.logger.warning("final record handed to %s: %s", record_id, error)
+            await workflow.start_child_workflow(
+                RecordExecutionWorkflow.run,
+                record,
+                id=record_id,
+                parent_close_policy=ParentClosePolicy.ABANDON,
+                search_attributes=search_attributes(record.task_id, record.user_id),
+            )
+
+    async def _record_unreadable(self, problem: str) -> None:
+        """Record a run whose input cannot be read, when the search attributes say whose."""
+        info = workflow.info()
+        attributes = info.typed_search_attributes
+        task_id, user_id = attributes.get(TASK_ID_ATTRIBUTE), attributes.get(USER_ID_ATTRIBUTE)
+        if not task_id or not user_id:
+            return
+        scheduled_at = attributes.get(SCHEDULED_START_ATTRIBUTE)
+        try:
+            record = ExecutionFinished(
+                execution_id=workflow.uuid4(),
+                task_id=task_id,
+                user_id=user_id,
+                workflow_id=info.workflow_id,
+                run_id=info.run_id,
+                trigger="schedule" if scheduled_at else "manual",
+                scheduled_at=scheduled_at,
+                started_at=info.start_time,
+                task_type=None,
+                status="failed",
+                finished_at=workflow.now(),
+                attempts=0,
+                error=ExecutionError(type="InvalidRunInput", message=problem),
+            )
+        except ValueError:  # attributes set by hand, not ids: nothing to record against
+            return
+        await self._record(record)
+
+
+def _decode(raw: RawValue) -> tuple[TaskRunInput | None, str | None]:
+    try:
+        run = workflow.payload_converter().from_payload(raw.payload, TaskRunInput)
+    except Exception as error:  # any reason at all: the run fails visibly, once
+        return None, f"the run's input cannot be read: {type(error).__name__}: {error}"[
+            :MAX_PROBLEM_CHARS
+        ]
+    assert isinstance(run, TaskRunInput)
+    return run, None
+
+
+def _queue_log(wait_for: list[RunRef]) -> list[LogEntry]:
+    if not wait_for:
+        return []
+    names = ", ".join(ref.workflow_id for ref in wait_for)
+    message = f"queued by the overlap policy behind {len(wait_for)} run(s) in flight: {names}"
+    return [LogEntry(at=workflow.now(), message=message)]

@@ -14,6 +14,7 @@ from schema import crud
 from schema.executions import ExecutionPublic, ExecutionStatus
 from schema.orm import TaskExecution
 from schema.settings import Settings
+from schema.temporal_ids import MISSED_RUN_ID, WebUi
 
 router = APIRouter(tags=["executions"])
 
@@ -25,10 +26,11 @@ class ExecutionPage(BaseModel):
 
 def execution_public(execution: TaskExecution, settings: Settings) -> ExecutionPublic:
     """An execution row with its link into the Temporal Web UI."""
-    ui_url = (
-        f"{settings.temporal_ui_url}/namespaces/{settings.temporal_namespace}"
-        f"/workflows/{execution.workflow_id}/{execution.run_id}/history"
-    )
+    ui = WebUi(settings.temporal_ui_url, settings.temporal_namespace)
+    if execution.run_id == MISSED_RUN_ID:  # a run that never happened has no workflow
+        ui_url = ui.task_runs(execution.task_id)
+    else:
+        ui_url = ui.workflow(execution.workflow_id, execution.run_id)
     return ExecutionPublic.model_validate(
         {
             **{c: getattr(execution, c) for c in ExecutionPublic.model_fields if c != "temporal"},

@@ -25,7 +25,7 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", response_model=None)
 async def readyz(state: StateDep) -> dict[str, str] | Response:
-    """Both the database and Temporal answer; 503 otherwise."""
+    """Both the database and Temporal answer and the start-up reconcile ran; 503 otherwise."""
     checks: dict[str, str] = {}
     try:
         async with state.sessions() as session:
@@ -40,6 +40,7 @@ async def readyz(state: StateDep) -> dict[str, str] | Response:
         checks["temporal"] = "ok"
     except Exception as error:  # any failure means not ready
         checks["temporal"] = f"unreachable: {type(error).__name__}"
+    checks["schedules"] = "ok" if state.reconciled.is_set() else "reconciling"
     if any(value != "ok" for value in checks.values()):
         detail = "; ".join(f"{name} {value}" for name, value in checks.items())
         return problem_response(503, f"not ready: {detail}")

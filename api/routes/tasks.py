@@ -6,23 +6,29 @@ import contextlib
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
-from urllib.parse import quote
 
 from cron_descriptor import get_description
 from fastapi import APIRouter, Body, Query, Response
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
-from temporalio.client import Client
 
-from activities.registry import ACTIONS
-from api import scheduling
+from activities.history import HistoryActivities
+from api import lifecycle, scheduling
 from api.deps import CurrentUser, SessionDep, StateDep
-from api.errors import Conflict, Invalid, NotFound, Problem, validation_errors
-from api.scheduling import ScheduledTask
+from api.errors import Invalid, NotFound, Problem, validation_errors
 from schema import crud
 from schema.orm import Task, User
 from schema.settings import Settings
-from schema.tasks import TaskCreate, TaskPublic, TaskSpec, TaskStatus, TaskType, TaskUpdate
+from schema.tasks import (
+    RunRef,
+    TaskCreate,
+    TaskPublic,
+    TaskSpec,
+    TaskStatus,
+    TaskType,
+    TaskUpdate,
+)
+from schema.temporal_ids import WebUi, schedule_id
 
 router = APIRouter(prefix="/api/tasks", tags=["tasks"])
 MAX_UPCOMING_RANGE = timedelta(days=366)
@@ -36,6 +42,7 @@ class TaskPage(BaseModel):
 class RunStarted(BaseModel):
     workflow_id: str
     run_id: str
+    ui_url: str
 
 
 class UpcomingRun(BaseModel):
@@ -72,12 +79,8 @@ class BulkResults(BaseModel):
 
 def task_public(task: Task, settings: Settings) -> TaskPublic:
     """A task row as the API shows it, with links into the Temporal Web UI."""
-    schedule_id = f"task-{task.id}" if task.status in ("active", "paused") else None
-    namespace = f"{settings.temporal_ui_url}/namespaces/{settings.temporal_namespace}"
-    if schedule_id:
-        ui_url = f"{namespace}/schedules/{schedule_id}"
-    else:
-        ui_url = f"{namespace}/workflows?query=" + quote(f'CronpilotTaskId="{task.id}"')
+    ui = WebUi(settings.temporal_ui_url, settings.temporal_namespace)
+    has_schedule = crud.owns_schedule(task)
     data = crud.task_spec(task).model_dump()
     return TaskPublic(
         **data,
@@ -91,23 +94,11 @@ def task_public(task: Task, settings: Settings) -> TaskPublic:
         run_count=task.run_count,
         failure_count=task.failure_count,
         temporal={
-            "schedule_id": schedule_id,
-            "workflow_id_prefix": f"task-{task.id}",
-            "ui_url": ui_url,
+            "schedule_id": schedule_id(task.id) if has_schedule else None,
+            "workflow_id_prefix": schedule_id(task.id),
+            "ui_url": ui.schedule(schedule_id(task.id)) if has_schedule else ui.task_runs(task.id),
         },
     )
-
-
-def _require_available(spec: TaskSpec) -> None:
-    if spec.action.type not in ACTIONS:
-        message = f"the {spec.action.type} action is not available yet"
-        raise Invalid([{"loc": ["body", "action", "type"], "msg": message}])
-
-
-def _require_future_run(spec: TaskSpec, now: datetime) -> None:
-    schedule = spec.schedule
-    if spec.type == "one_time" and schedule and schedule.run_at and schedule.run_at <= now:
-        raise Invalid([{"loc": ["body", "schedule", "run_at"], "msg": "must be in the future"}])
 
 
 async def _owned_task(session: AsyncSession, user: User, task_id: uuid.UUID) -> Task:
@@ -117,14 +108,13 @@ async def _owned_task(session: AsyncSession, user: User, task_id: uuid.UUID) -> 
     return task
 
 
-async def _refresh_next_run(task: Task, temporal: Client) -> None:
-    schedule = crud.task_spec(task).schedule
-    if task.status != "active":
-        task.next_run_at = None
-    elif task.type == "one_time" and schedule and schedule.run_at:
-        task.next_run_at = schedule.run_at
-    else:
-        task.next_run_at = await scheduling.next_run_at(temporal, task.id)
+async def _locked_task(session: AsyncSession, user: User, task_id: uuid.UUID) -> Task:
+    """The user's task, locked until the request commits: one task's changes go one at a
+    time, so its row and its schedule always agree."""
+    task = await crud.lock_task(session, task_id=task_id, user_id=user.id)
+    if task is None:
+        raise NotFound("task")
+    return task
 
 
 @router.post("", status_code=201)
@@ -132,14 +122,10 @@ async def create_task(
     body: TaskCreate, user: CurrentUser, session: SessionDep, state: StateDep
 ) -> TaskPublic:
     """Create a task and its Temporal schedule."""
-    _require_available(body)
-    _require_future_run(body, datetime.now(UTC))
-    task = await crud.create_task(session, user_id=user.id, spec=body)
-    await scheduling.create_schedule(
-        state.temporal, ScheduledTask.of(task), state.settings.task_queue
+    task = await lifecycle.create(
+        session, state.temporal, state.settings.task_queue, user=user, spec=body
     )
     try:
-        await _refresh_next_run(task, state.temporal)
         await session.commit()
     except BaseException:
         # Undo the schedule; if Temporal is down too, reconcile removes the orphan later.
@@ -212,8 +198,8 @@ async def validate_task(
     now = datetime.now(UTC)
     try:
         spec = TaskCreate.model_validate(body)
-        _require_available(spec)
-        _require_future_run(spec, now)
+        lifecycle.require_available(spec)
+        lifecycle.require_future_run(spec, now)
     except ValidationError as error:
         return ValidationReport(
             valid=False,
@@ -273,13 +259,12 @@ async def _bulk(
     for task_id in dict.fromkeys(body.ids):
         try:
             async with state.sessions() as session:
-                task = await _owned_task(session, user, task_id)
+                task = await _locked_task(session, user, task_id)
                 if operation == "delete":
-                    await _delete(task, session, state.temporal)
+                    await lifecycle.delete(session, state.temporal, task)
                 else:
-                    await _set_paused(
-                        task, user, session, state.temporal, paused=operation == "pause"
-                    )
+                    await _set_paused(task, user, session, state, paused=operation == "pause")
+                await session.commit()
             results.append(BulkResult(id=task_id, ok=True))
         except Problem as error:
             results.append(BulkResult(id=task_id, ok=False, error=error.detail))
@@ -299,8 +284,9 @@ async def replace_task(
     task_id: uuid.UUID, body: TaskCreate, user: CurrentUser, session: SessionDep, state: StateDep
 ) -> TaskPublic:
     """Replace a task's definition; its schedule is updated in place."""
-    task = await _owned_task(session, user, task_id)
-    await _save_spec(task, body, session, state)
+    task = await _locked_task(session, user, task_id)
+    await lifecycle.save_spec(session, state.temporal, state.settings.task_queue, task, body)
+    await session.commit()
     return task_public(task, state.settings)
 
 
@@ -309,11 +295,13 @@ async def update_task(
     task_id: uuid.UUID, body: TaskUpdate, user: CurrentUser, session: SessionDep, state: StateDep
 ) -> TaskPublic:
     """Change some fields (JSON merge patch); the merged task is validated as a whole."""
-    task = await _owned_task(session, user, task_id)
+    task = await _locked_task(session, user, task_id)
     merged = _merge_patch(
         crud.task_spec(task).model_dump(mode="json"), body.model_dump(exclude_unset=True)
     )
-    await _save_spec(task, TaskSpec.model_validate(merged), session, state)
+    spec = TaskSpec.model_validate(merged)
+    await lifecycle.save_spec(session, state.temporal, state.settings.task_queue, task, spec)
+    await session.commit()
     return task_public(task, state.settings)
 
 
@@ -330,35 +318,15 @@ def _merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
-async def _save_spec(task: Task, spec: TaskSpec, session: AsyncSession, state: StateDep) -> None:
-    _require_available(spec)
-    old = crud.task_spec(task)
-    rescheduled = old.schedule != spec.schedule or task.status in ("completed", "failed")
-    if rescheduled:
-        _require_future_run(spec, datetime.now(UTC))
-    crud.apply_spec(task, spec)
-    if task.status in ("completed", "failed"):
-        task.status = "active"
-    await scheduling.upsert_schedule(
-        state.temporal, ScheduledTask.of(task), state.settings.task_queue
-    )
-    await _refresh_next_run(task, state.temporal)
-    await session.commit()
-
-
 @router.delete("/{task_id}", status_code=204)
 async def delete_task(
     task_id: uuid.UUID, user: CurrentUser, session: SessionDep, state: StateDep
 ) -> Response:
-    """Delete a task, its schedule and its history."""
-    await _delete(await _owned_task(session, user, task_id), session, state.temporal)
-    return Response(status_code=204)
-
-
-async def _delete(task: Task, session: AsyncSession, temporal: Client) -> None:
-    await scheduling.delete_schedule(temporal, task.id)
-    await session.delete(task)
+    """Delete a task, its schedule and its history; a second delete is a 404."""
+    task = await _locked_task(session, user, task_id)
+    await lifecycle.delete(session, state.temporal, task)
     await session.commit()
+    return Response(status_code=204)
 
 
 @router.post("/{task_id}/pause")
@@ -366,8 +334,9 @@ async def pause_task(
     task_id: uuid.UUID, user: CurrentUser, session: SessionDep, state: StateDep
 ) -> TaskPublic:
     """Pause a task's schedule; run now still works."""
-    task = await _owned_task(session, user, task_id)
-    await _set_paused(task, user, session, state.temporal, paused=True)
+    task = await _locked_task(session, user, task_id)
+    await _set_paused(task, user, session, state, paused=True)
+    await session.commit()
     return task_public(task, state.settings)
 
 
@@ -375,35 +344,47 @@ async def pause_task(
 async def resume_task(
     task_id: uuid.UUID, user: CurrentUser, session: SessionDep, state: StateDep
 ) -> TaskPublic:
-    """Resume a paused task's schedule."""
-    task = await _owned_task(session, user, task_id)
-    await _set_paused(task, user, session, state.temporal, paused=False)
+    """Resume a paused task's schedule. A one-time task whose run_at passed meanwhile runs
+    at once within its catch-up window, and is otherwise `failed` with a `Missed` run."""
+    task = await _locked_task(session, user, task_id)
+    await _set_paused(task, user, session, state, paused=False)
+    await session.commit()
     return task_public(task, state.settings)
 
 
 async def _set_paused(
-    task: Task, user: User, session: AsyncSession, temporal: Client, *, paused: bool
+    task: Task, user: User, session: AsyncSession, state: StateDep, *, paused: bool
 ) -> None:
-    if task.status in ("completed", "failed"):
-        raise Conflict(f"the task is {task.status}; update its schedule to run it again")
-    if (task.status == "paused") == paused:
-        return
     verb = "paused" if paused else "resumed"
-    await scheduling.set_paused(
-        temporal, task.id, paused=paused, note=f"{verb} by {user.name} via the API"
+    await lifecycle.set_paused(
+        session,
+        state.temporal,
+        state.settings.task_queue,
+        task,
+        paused=paused,
+        note=f"{verb} by {user.name} via the API",
     )
-    task.status = "paused" if paused else "active"
-    await _refresh_next_run(task, temporal)
-    await session.commit()
 
 
 @router.post("/{task_id}/run", status_code=202)
 async def run_task(
     task_id: uuid.UUID, user: CurrentUser, session: SessionDep, state: StateDep
 ) -> RunStarted:
-    """Start a run now, recorded as manual; works while the task is paused."""
-    task = await _owned_task(session, user, task_id)
-    workflow_id, run_id = await scheduling.start_run_now(
-        state.temporal, ScheduledTask.of(task), state.settings.task_queue
+    """Start a run now, recorded as manual; works while the task is paused. The task's
+    overlap policy applies to the runs in flight: `skip` answers 409 while one runs,
+    `buffer_one`/`buffer_all` queue this run behind them, `cancel_other` cancels them first,
+    `terminate_other` terminates them, `allow_all` runs at once."""
+    task = await _locked_task(session, user, task_id)
+    started = await lifecycle.run_now(session, state.temporal, state.settings.task_queue, task)
+    await session.commit()
+    if started.terminated:
+        history = HistoryActivities(state.sessions, state.temporal)
+        await history.settle_runs(
+            [RunRef(workflow_id=r.workflow_id, run_id=r.run_id) for r in started.terminated]
+        )
+    ui = WebUi(state.settings.temporal_ui_url, state.settings.temporal_namespace)
+    return RunStarted(
+        workflow_id=started.workflow_id,
+        run_id=started.run_id,
+        ui_url=ui.workflow(started.workflow_id, started.run_id),
     )
-    return RunStarted(workflow_id=workflow_id, run_id=run_id)

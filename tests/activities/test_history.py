@@ -46,7 +46,7 @@ def _records(task: Task, status: str = "succeeded") -> tuple[ExecutionStarted, E
         started_at=now,
     )
     finished = ExecutionFinished(
-        **started.model_dump(),
+        **started.model_dump(exclude={"logs"}),
         task_type=task.type,
         status=status,
         finished_at=now + timedelta(milliseconds=250),

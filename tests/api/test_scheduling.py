@@ -19,7 +19,8 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.scheduling import reconcile
+from api import scheduling
+from api.reconcile import reconcile
 from schema.settings import Settings
 from tests.conftest import ApiUser, eventually
 from tests.fixtures.http_target import HttpTarget
@@ -225,8 +226,11 @@ async def test_reconcile_recreates_missing_and_removes_orphans(
         ),
     )
 
-    async with sessions() as session:
-        report = await reconcile(session, temporal, settings.task_queue)
+    async def listed() -> bool:  # the schedule list is eventually consistent
+        return orphan_id in (await scheduling.schedule_ids(temporal)).values()
+
+    await eventually(listed)
+    report = await reconcile(sessions, temporal, settings.task_queue, orphan_grace=timedelta(0))
     assert f"task-{task['id']}" in report.created
     assert f"task-{paused['id']}" in report.updated
     assert orphan_id in report.deleted
@@ -235,8 +239,7 @@ async def test_reconcile_recreates_missing_and_removes_orphans(
     description = await temporal.get_schedule_handle(f"task-{paused['id']}").describe()
     assert description.schedule.state.paused
 
-    async with sessions() as session:
-        again = await reconcile(session, temporal, settings.task_queue)
+    again = await reconcile(sessions, temporal, settings.task_queue, orphan_grace=timedelta(0))
     assert (again.created, again.updated, again.deleted) == ([], [], [])
 
 

@@ -8,10 +8,10 @@ from temporalio.client import (
     ScheduleActionStartWorkflow,
 )
 
+from api.scheduling import ensure_retention_schedule
 from schema.settings import Settings
+from schema.temporal_ids import RETENTION_SCHEDULE_ID
 from tests.conftest import eventually
-from worker import ensure_retention_schedule
-from workflows.retention import RETENTION_SCHEDULE_ID
 
 
 async def test_retention_schedule_is_created_then_updated(
@@ -19,9 +19,8 @@ async def test_retention_schedule_is_created_then_updated(
     settings: Settings,
     worker: None,  # noqa: ARG001 - the triggered run needs a worker
 ) -> None:
-    await ensure_retention_schedule(temporal, settings)
-    changed = settings.model_copy(update={"execution_retention_days": 7})
-    await ensure_retention_schedule(temporal, changed)
+    await ensure_retention_schedule(temporal, settings.task_queue, 30)
+    await ensure_retention_schedule(temporal, settings.task_queue, 7)
     handle = temporal.get_schedule_handle(RETENTION_SCHEDULE_ID)
     description = await handle.describe()
     action = description.schedule.action

@@ -1,0 +1,37 @@
+"""``RecordExecutionWorkflow``: a run's final record, written once the database is back.
+
+A ``TaskWorkflow`` that cannot write its final record within a minute starts this as a child
+that outlives it (``ParentClosePolicy.ABANDON``) and ends, so a database outage never holds
+runs open. The write is idempotent and moves the task's counters exactly once.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.history import HistoryActivities
+    from schema.executions import ExecutionFinished
+    from schema.temporal_ids import RECORD_EXECUTION_WORKFLOW
+
+# No attempt limit: the record waits for the database as long as it takes.
+RECORD_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
+)
+
+
+@workflow.defn(name=RECORD_EXECUTION_WORKFLOW)
+class RecordExecutionWorkflow:
+    """Write one final execution record, retrying until the database answers."""
+
+    @workflow.run
+    async def run(self, record: ExecutionFinished) -> None:
+        await workflow.execute_activity_method(
+            HistoryActivities.record_execution_finished,
+            record,
+            start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=RECORD_RETRY,
+        )
