@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import AsyncIterator
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -72,37 +73,55 @@ def build_workers(
 
 
 @contextlib.asynccontextmanager
-async def running_workers(settings: Settings, client: Client) -> AsyncIterator[None]:
-    """Run the workers until the block exits, then shut them down gracefully."""
+async def running_workers(settings: Settings, client: Client) -> AsyncIterator[asyncio.Task[None]]:
+    """Run the workers until the block exits, then shut them down gracefully. Yields a task
+    that ends when a worker stops by itself (a fatal error), which the caller must watch."""
     engine = create_engine(settings.resolved_database_url)
     await ensure_search_attributes(client)
     await ensure_retention_schedule(client, settings.task_queue, settings.execution_retention_days)
     workers, deps = build_workers(client, create_sessionmaker(engine), settings)
     tasks = [asyncio.create_task(worker.run()) for worker in workers]
+    ended = asyncio.create_task(_first_to_end(tasks))
     try:
-        yield
+        yield ended
     finally:
+        ended.cancel()
         await asyncio.gather(*(worker.shutdown() for worker in workers), return_exceptions=True)
         await asyncio.gather(*tasks, return_exceptions=True)
         await deps.close()
         await engine.dispose()
 
 
-async def serve(settings: Settings) -> None:
-    """Run the worker until SIGINT or SIGTERM."""
+async def _first_to_end(tasks: list[asyncio.Task[None]]) -> None:
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in done:
+        error = None if task.cancelled() else task.exception()
+        log.error("a Temporal worker stopped by itself: %r", error or "no error given")
+
+
+async def supervise(settings: Settings, client: Client, stop: asyncio.Event) -> int:
+    """Serve until ``stop`` is set (0) or until a worker stops by itself (1)."""
+    async with running_workers(settings, client) as ended:
+        log.info("worker polling %s on %s", settings.task_queue, settings.temporal_address)
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({ended, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        return 0 if stop.is_set() else 1
+
+
+async def serve(settings: Settings) -> int:
+    """Run the worker until SIGINT, SIGTERM or SIGHUP; the process's exit code."""
     client = await connect(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(signum, stop.set)
-    async with running_workers(settings, client):
-        log.info("worker polling %s on %s", settings.task_queue, settings.temporal_address)
-        await stop.wait()
+    return await supervise(settings, client, stop)
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(serve(get_settings()))
+    sys.exit(asyncio.run(serve(get_settings())))
 
 
 if __name__ == "__main__":

