@@ -77,9 +77,18 @@ class ActionRun:
         self.attempt = info.attempt
         self.secrets: list[str] = []
         self.logs: list[LogEntry] = []
+        self._ended = False
         details = info.heartbeat_details
-        if details and isinstance(details[0], dict):
-            self.logs = [LogEntry.model_validate(entry) for entry in details[0].get("logs", [])]
+        previous = details[0] if details and isinstance(details[0], dict) else {}
+        self.logs = [LogEntry.model_validate(entry) for entry in previous.get("logs", [])]
+        if self.attempt > 1 and not previous.get("ended"):
+            # The previous attempt never reported its end: its worker died, or it hung.
+            lost = previous.get("attempt", self.attempt - 1)
+            self.log(
+                f"attempt {lost} ended without a result (its worker stopped, or it went "
+                "silent past its heartbeat timeout)",
+                "warning",
+            )
         self.log(f"attempt {self.attempt} of {action_input.retry.max_attempts} started")
         self._beating: asyncio.Task[None] | None = None
 
@@ -187,6 +196,7 @@ class ActionRun:
     ) -> NoReturn:
         """Raise a classified failure; a retryable one gets a jittered or server-given delay."""
         message = redact(message, self.secrets)
+        self._ended = True
         self.log(f"{error_type}: {message}", level="error")
         delay = None
         if retryable:
@@ -215,6 +225,7 @@ class ActionRun:
     def _details(self) -> dict[str, Any]:
         return {
             "attempt": self.attempt,
+            "ended": self._ended,
             "logs": [entry.model_dump(mode="json") for entry in self.logs],
         }
 

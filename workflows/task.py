@@ -44,6 +44,8 @@ with workflow.unsafe.imports_passed_through():
 # Runs from before it wait for their running record and write the final one with
 # unbounded retries; runs from after it write a bounded final record or hand it over.
 BOUNDED_FINAL_RECORD = "bounded-final-record"
+# Runs from after it keep an action's result when a cancellation arrives with it.
+KEEP_LATE_RESULT = "keep-result-on-late-cancel"
 # The running record retries until the database is back (nothing waits for it).
 HISTORY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
@@ -159,7 +161,7 @@ class TaskWorkflow:
                 payload=run.payload,
             ),
         )
-        outcome: ActionOutcome = await workflow.execute_activity(
+        action = workflow.start_activity(
             route.activity,
             action_input,
             task_queue=queue,
@@ -168,6 +170,18 @@ class TaskWorkflow:
             retry_policy=retry_policy_for(run.task.retry),
             result_type=ActionOutcome,
         )
+        outcome: ActionOutcome
+        if not workflow.patched(KEEP_LATE_RESULT):
+            outcome = await action
+            return outcome
+        try:
+            outcome = await asyncio.shield(action)
+        except asyncio.CancelledError:
+            # An action that finished as the cancellation arrived keeps its result; one
+            # still running is cancelled, and ends `cancelled` with its logs.
+            if not action.done():
+                action.cancel()
+            outcome = await action
         return outcome
 
     def _finished(
