@@ -49,8 +49,8 @@ def build_workers(
                 workflows=WORKFLOWS,
                 activities=[
                     history.record_execution_started,
-                    history.try_record_execution_finished,
                     history.record_execution_finished,
+                    history.write_execution_record,
                     history.wait_for_runs,
                     history.delete_old_executions,
                     history.settle_unrecorded_executions,

@@ -1,9 +1,9 @@
 """History activities: idempotent writes of execution records and the task's summary fields,
 the system sweep of runs that ended unrecorded, and waiting for runs in flight.
 
-A run never waits long on the database: ``try_record_execution_finished`` fails at once,
-and for good, when the database is unreachable (or was a moment ago), and the workflow then
-hands its record to a ``RecordExecutionWorkflow`` that retries ``record_execution_finished``
+A run never waits long on the database: ``record_execution_finished`` fails at once, and
+for good, when the database is unreachable (or was a moment ago), and the workflow then
+hands its record to a ``RecordExecutionWorkflow`` that retries ``write_execution_record``
 until the database is back.
 """
 
@@ -56,22 +56,18 @@ class HistoryActivities:
 
     @activity.defn
     async def record_execution_started(self, record: ExecutionStarted) -> None:
-        """Insert the running row (a no-op when the run is already recorded)."""
-        async with self._database():
-            async with self.sessions.begin() as session:
-                if await session.get(Task, record.task_id) is None:
-                    activity.logger.info("task %s is gone; not recording", record.task_id)
-                    return
-                await crud.record_started(session, record)
-
-    @activity.defn
-    async def try_record_execution_finished(self, record: ExecutionFinished) -> None:
-        """The final record, written within the run: fails at once and non-retryably
-        (``DatabaseUnavailable``) when the database cannot be reached."""
+        """Insert the running row (a no-op when the run is already recorded); fails at once
+        and for good (``DatabaseUnavailable``) when the database cannot be reached, since
+        the final record, written or handed over later, makes it moot."""
         if time.monotonic() < self._unavailable_until:
             raise _unavailable("the database did not answer a moment ago")
         try:
-            await self.record_execution_finished(record)
+            async with self._database():
+                async with self.sessions.begin() as session:
+                    if await session.get(Task, record.task_id) is None:
+                        activity.logger.info("task %s is gone; not recording", record.task_id)
+                        return
+                    await crud.record_started(session, record)
         except Exception as error:
             if is_unavailable(error):
                 raise _unavailable(f"{type(error).__name__}: {error}") from error
@@ -79,6 +75,19 @@ class HistoryActivities:
 
     @activity.defn
     async def record_execution_finished(self, record: ExecutionFinished) -> None:
+        """The final record, written within the run: fails at once and non-retryably
+        (``DatabaseUnavailable``) when the database cannot be reached."""
+        if time.monotonic() < self._unavailable_until:
+            raise _unavailable("the database did not answer a moment ago")
+        try:
+            await self.write_execution_record(record)
+        except Exception as error:
+            if is_unavailable(error):
+                raise _unavailable(f"{type(error).__name__}: {error}") from error
+            raise
+
+    @activity.defn
+    async def write_execution_record(self, record: ExecutionFinished) -> None:
         """Write the final row; the first time only, move the task's counters and status.
         A one-time task's scheduled run completes (or fails) the task, unless the task was
         given a new run_at meanwhile, and then its spent schedule is deleted."""
@@ -90,7 +99,12 @@ class HistoryActivities:
         )
         async with self._database():
             async with self.sessions.begin() as session:
-                task = await crud.lock_task(session, task_id=record.task_id)
+                # Only a run that may finish its task must go one at a time with the task's
+                # changes (a new run_at keeps it active); counters move atomically anyway.
+                if finishing:
+                    task = await crud.lock_task(session, task_id=record.task_id)
+                else:
+                    task = await session.get(Task, record.task_id)
                 if task is None:
                     activity.logger.info("task %s is gone; not recording", record.task_id)
                     return
@@ -191,7 +205,7 @@ class HistoryActivities:
         for row in rows:
             record = await self._unrecorded_end(row, tasks[row.task_id])
             if record is not None:
-                await self.record_execution_finished(record)
+                await self.write_execution_record(record)
                 settled += 1
         return settled
 

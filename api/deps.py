@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Annotated
@@ -18,6 +20,61 @@ from schema.orm import User
 from schema.settings import Settings
 
 
+class _SharedLock:
+    """Shared holders (run now under ``allow_all``) go together; an exclusive holder (any
+    change) goes alone, and once it waits, new shared holders wait behind it."""
+
+    def __init__(self) -> None:
+        self._changed = asyncio.Condition()
+        self._shared = 0
+        self._exclusive = False
+        self._waiting = 0
+
+    @contextlib.asynccontextmanager
+    async def hold(self, *, shared: bool) -> AsyncIterator[None]:
+        async with self._changed:
+            if shared:
+                await self._changed.wait_for(lambda: not (self._exclusive or self._waiting))
+                self._shared += 1
+            else:
+                self._waiting += 1
+                await self._changed.wait_for(lambda: not (self._exclusive or self._shared))
+                self._waiting -= 1
+                self._exclusive = True
+        try:
+            yield
+        finally:
+            async with self._changed:
+                if shared:
+                    self._shared -= 1
+                else:
+                    self._exclusive = False
+                self._changed.notify_all()
+
+
+class TaskLocks:
+    """One lock per task in this process. Requests for one task queue here, in order,
+    before taking its database lock: SQLite's lock waits by polling, which a crowd of
+    requests for one task would turn into a slow lottery."""
+
+    def __init__(self) -> None:
+        self._locks: dict[uuid.UUID, tuple[_SharedLock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, task_id: uuid.UUID, *, shared: bool = False) -> AsyncIterator[None]:
+        lock, users = self._locks.get(task_id, (_SharedLock(), 0))
+        self._locks[task_id] = (lock, users + 1)
+        try:
+            async with lock.hold(shared=shared):
+                yield
+        finally:
+            lock, users = self._locks[task_id]
+            if users == 1:
+                del self._locks[task_id]
+            else:
+                self._locks[task_id] = (lock, users - 1)
+
+
 @dataclass
 class AppState:
     """What the lifespan creates once per process."""
@@ -28,6 +85,7 @@ class AppState:
     temporal: Client
     # Set once the start-up reconcile has run: not ready before.
     reconciled: asyncio.Event = field(default_factory=asyncio.Event)
+    task_locks: TaskLocks = field(default_factory=TaskLocks)
 
 
 def _state(request: Request) -> AppState:

@@ -224,14 +224,23 @@ class RunStarted:
     terminated: list[RunInFlight]
 
 
-async def run_now(session: AsyncSession, client: Client, task_queue: str, task: Task) -> RunStarted:
+def overlap_of(task: Task) -> str:
+    schedule = crud.task_spec(task).schedule
+    return schedule.overlap if schedule else "allow_all"
+
+
+async def run_now(
+    session: AsyncSession, client: Client, task_queue: str, task: Task, *, shared: bool = False
+) -> RunStarted:
     """Start a run now (trigger ``manual``), honouring the task's overlap policy against the
     runs in flight, scheduled or manual: ``skip`` refuses (409); ``buffer_one`` and
     ``buffer_all`` queue the run behind them (``buffer_one`` refuses a second queued run);
     ``cancel_other`` cancels them and runs once they ended; ``terminate_other`` terminates
     them and runs at once; ``allow_all`` runs at once."""
     scheduled = ScheduledTask.of(task)
-    policy = scheduled.spec.schedule.overlap if scheduled.spec.schedule else "allow_all"
+    policy = overlap_of(task)
+    if shared and policy != "allow_all":
+        raise Conflict("the task's overlap policy changed meanwhile; try again")
     wait_for: list[RunInFlight] = []
     terminated: list[RunInFlight] = []
     if policy != "allow_all":
@@ -269,8 +278,9 @@ async def run_now(session: AsyncSession, client: Client, task_queue: str, task: 
         wait_for=wait_for,
     )
     assert run_id is not None
-    task.last_manual_workflow_id, task.last_manual_run_id = workflow_id, run_id
-    await session.flush()
+    if not shared:  # allow_all never looks at it
+        task.last_manual_workflow_id, task.last_manual_run_id = workflow_id, run_id
+        await session.flush()
     return RunStarted(workflow_id, run_id, terminated)
 
 

@@ -174,18 +174,27 @@ async def get_task(session: AsyncSession, *, user_id: uuid.UUID, task_id: uuid.U
 
 
 async def lock_task(
-    session: AsyncSession, *, task_id: uuid.UUID, user_id: uuid.UUID | None = None
+    session: AsyncSession,
+    *,
+    task_id: uuid.UUID,
+    user_id: uuid.UUID | None = None,
+    shared: bool = False,
 ) -> Task | None:
     """The task row, read fresh and locked until the transaction ends, so that one task's
-    changes (its row and its schedule) happen one at a time, across processes.
+    changes (its row and its schedule) happen one at a time, across processes. A shared
+    lock (for starting a run) excludes changes but not other shared holders.
 
-    PostgreSQL locks the row (``SELECT ... FOR UPDATE``). SQLite has one writer at a time: a
-    write that changes nothing takes its lock, waiting for the busy timeout. It must be the
-    transaction's first write, which it is when the caller calls this first.
+    PostgreSQL locks the row (``FOR UPDATE``, or ``FOR SHARE``). SQLite has one writer at a
+    time: a write that changes nothing takes its lock, waiting for the busy timeout; it must
+    be the transaction's first write, which it is when the caller calls this first. SQLite
+    has no shared row lock: a shared holder there relies on the API's in-process lock.
     """
-    if session.get_bind().dialect.name == "sqlite":
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    if sqlite and not shared:
         await session.execute(update(Task).where(Task.id == task_id).values(status=Task.status))
-    query = select(Task).where(Task.id == task_id).with_for_update()
+    query = select(Task).where(Task.id == task_id)
+    if not sqlite:
+        query = query.with_for_update(read=shared)
     if user_id is not None:
         query = query.where(Task.user_id == user_id)
     return await session.scalar(query.execution_options(populate_existing=True))

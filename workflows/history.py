@@ -30,7 +30,7 @@ class RecordExecutionWorkflow:
     @workflow.run
     async def run(self, record: ExecutionFinished) -> None:
         await workflow.execute_activity_method(
-            HistoryActivities.record_execution_finished,
+            HistoryActivities.write_execution_record,
             record,
             start_to_close_timeout=timedelta(seconds=60),
             retry_policy=RECORD_RETRY,

@@ -13,8 +13,13 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, FailureError
-from temporalio.workflow import ParentClosePolicy
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    FailureError,
+    is_cancelled_exception,
+)
+from temporalio.workflow import ActivityHandle, ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.history import HistoryActivities
@@ -41,16 +46,20 @@ with workflow.unsafe.imports_passed_through():
     from workflows.failures import Failure, failure_from, retry_policy_for
     from workflows.history import RecordExecutionWorkflow
 
-# Runs from before it wait for their running record and write the final one with
-# unbounded retries; runs from after it write a bounded final record or hand it over.
-BOUNDED_FINAL_RECORD = "bounded-final-record"
-# Runs from after it keep an action's result when a cancellation arrives with it.
+# Each patch marks a path that runs from before it took differently; the normal path meets
+# none of them, so it records no marker.
+# Runs from before it let a cancellation interrupt their final record.
+RECORD_THROUGH_CANCELLATION = "record-through-cancellation"
+# Runs from before it dropped an action's result that arrived with a cancellation.
 KEEP_LATE_RESULT = "keep-result-on-late-cancel"
 # The running record retries until the database is back (nothing waits for it).
 HISTORY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
 )
 HISTORY_TIMEOUT = timedelta(seconds=30)
+# The end of a run waits for its running record at most this long; a database that is down
+# fails it at once (``DatabaseUnavailable``).
+RUNNING_RECORD_BOUND = timedelta(seconds=60)
 # The final record within the run is bounded: a database outage must never hold a run open
 # (under the default overlap policy `skip`, an open run makes the schedule skip its fires).
 FINAL_RECORD_ATTEMPT = timedelta(seconds=30)
@@ -100,6 +109,7 @@ class TaskWorkflow:
             HistoryActivities.record_execution_started,
             started,
             start_to_close_timeout=HISTORY_TIMEOUT,
+            schedule_to_close_timeout=RUNNING_RECORD_BOUND,
             retry_policy=HISTORY_RETRY,
         )
         outcome: ActionOutcome | None = None
@@ -111,16 +121,8 @@ class TaskWorkflow:
         except (ActivityError, asyncio.CancelledError) as error:
             failure = failure_from(error, run.task.retry)
         record = self._finished(run, started, outcome, failure)
-        if workflow.patched(BOUNDED_FINAL_RECORD):
-            await self._record(record)
-        else:
-            await recording
-            await workflow.execute_local_activity_method(
-                HistoryActivities.record_execution_finished,
-                record,
-                start_to_close_timeout=HISTORY_TIMEOUT,
-                retry_policy=HISTORY_RETRY,
-            )
+        await self._settle_running_record(recording)
+        await self._record(record)
         if failure is not None:
             if failure.status == "cancelled":
                 raise asyncio.CancelledError()
@@ -132,6 +134,20 @@ class TaskWorkflow:
             )
         assert outcome is not None
         return {"execution_id": str(started.execution_id), "result": outcome.result}
+
+    async def _settle_running_record(self, recording: ActivityHandle[None]) -> None:
+        """Let the running record land before the final one, as the database allows: it
+        gives up at once when the database is down. A cancellation arriving meanwhile comes
+        too late to stop anything: the outcome is recorded, and the run ends as it went."""
+        try:
+            await asyncio.shield(recording)
+        except ActivityError:
+            pass  # the database is down or slow: the final record says it all
+        except asyncio.CancelledError:
+            if not workflow.patched(RECORD_THROUGH_CANCELLATION):
+                recording.cancel()  # a run from before: the cancellation ended it here
+                await asyncio.wait([recording])
+                raise
 
     async def _wait(self, runs: list[RunRef]) -> None:
         await workflow.execute_activity_method(
@@ -171,16 +187,15 @@ class TaskWorkflow:
             result_type=ActionOutcome,
         )
         outcome: ActionOutcome
-        if not workflow.patched(KEEP_LATE_RESULT):
-            outcome = await action
-            return outcome
         try:
             outcome = await asyncio.shield(action)
         except asyncio.CancelledError:
-            # An action that finished as the cancellation arrived keeps its result; one
-            # still running is cancelled, and ends `cancelled` with its logs.
+            # An action still running is cancelled, and ends `cancelled` with its logs; one
+            # that finished as the cancellation arrived keeps its result.
             if not action.done():
                 action.cancel()
+            elif not workflow.patched(KEEP_LATE_RESULT):
+                raise
             outcome = await action
         return outcome
 
@@ -222,6 +237,10 @@ class TaskWorkflow:
         try:
             await asyncio.shield(writing)
         except asyncio.CancelledError:
+            if not workflow.patched(RECORD_THROUGH_CANCELLATION):
+                writing.cancel()  # a run from before: the cancellation stopped its record
+                await asyncio.wait([writing])
+                raise
             workflow.logger.info("cancellation received while recording; recording first")
             await writing
 
@@ -230,13 +249,15 @@ class TaskWorkflow:
         and retries until the database is back."""
         try:
             await workflow.execute_local_activity_method(
-                HistoryActivities.try_record_execution_finished,
+                HistoryActivities.record_execution_finished,
                 record,
                 start_to_close_timeout=FINAL_RECORD_ATTEMPT,
                 schedule_to_close_timeout=FINAL_RECORD_BOUND,
                 retry_policy=FINAL_RECORD_RETRY,
             )
         except FailureError as error:  # local activities raise their failure unwrapped
+            if is_cancelled_exception(error):
+                raise
             record_id = record_workflow_id(workflow.info().run_id)
             workflow.logger.warning("final record handed to %s: %s", record_id, error)
             await workflow.start_child_workflow(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -14,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from activities.history import HistoryActivities
 from api import lifecycle, scheduling
-from api.deps import CurrentUser, SessionDep, StateDep
+from api.deps import AppState, CurrentUser, SessionDep, StateDep
 from api.errors import Invalid, NotFound, Problem, validation_errors
 from schema import crud
 from schema.orm import Task, User
@@ -108,13 +109,23 @@ async def _owned_task(session: AsyncSession, user: User, task_id: uuid.UUID) -> 
     return task
 
 
-async def _locked_task(session: AsyncSession, user: User, task_id: uuid.UUID) -> Task:
-    """The user's task, locked until the request commits: one task's changes go one at a
-    time, so its row and its schedule always agree."""
-    task = await crud.lock_task(session, task_id=task_id, user_id=user.id)
-    if task is None:
-        raise NotFound("task")
-    return task
+@contextlib.asynccontextmanager
+async def _locked(
+    state: AppState,
+    session: AsyncSession,
+    user: User,
+    task_id: uuid.UUID,
+    *,
+    shared: bool = False,
+) -> AsyncIterator[Task]:
+    """The user's task, locked (in this process, then in the database) until the block
+    commits: one task's changes go one at a time, so its row and its schedule agree."""
+    async with state.task_locks.hold(task_id, shared=shared):
+        task = await crud.lock_task(session, task_id=task_id, user_id=user.id, shared=shared)
+        if task is None:
+            raise NotFound("task")
+        yield task
+        await session.commit()
 
 
 @router.post("", status_code=201)
@@ -258,13 +269,11 @@ async def _bulk(
     results = []
     for task_id in dict.fromkeys(body.ids):
         try:
-            async with state.sessions() as session:
-                task = await _locked_task(session, user, task_id)
+            async with state.sessions() as session, _locked(state, session, user, task_id) as task:
                 if operation == "delete":
                     await lifecycle.delete(session, state.temporal, task)
                 else:
                     await _set_paused(task, user, session, state, paused=operation == "pause")
-                await session.commit()
             results.append(BulkResult(id=task_id, ok=True))
         except Problem as error:
             results.append(BulkResult(id=task_id, ok=False, error=error.detail))
@@ -284,9 +293,8 @@ async def replace_task(
     task_id: uuid.UUID, body: TaskCreate, user: CurrentUser, session: SessionDep, state: StateDep
 ) -> TaskPublic:
     """Replace a task's definition; its schedule is updated in place."""
-    task = await _locked_task(session, user, task_id)
-    await lifecycle.save_spec(session, state.temporal, state.settings.task_queue, task, body)
-    await session.commit()
+    async with _locked(state, session, user, task_id) as task:
+        await lifecycle.save_spec(session, state.temporal, state.settings.task_queue, task, body)
     return task_public(task, state.settings)
 
 
@@ -295,13 +303,12 @@ async def update_task(
     task_id: uuid.UUID, body: TaskUpdate, user: CurrentUser, session: SessionDep, state: StateDep
 ) -> TaskPublic:
     """Change some fields (JSON merge patch); the merged task is validated as a whole."""
-    task = await _locked_task(session, user, task_id)
-    merged = _merge_patch(
-        crud.task_spec(task).model_dump(mode="json"), body.model_dump(exclude_unset=True)
-    )
-    spec = TaskSpec.model_validate(merged)
-    await lifecycle.save_spec(session, state.temporal, state.settings.task_queue, task, spec)
-    await session.commit()
+    async with _locked(state, session, user, task_id) as task:
+        merged = _merge_patch(
+            crud.task_spec(task).model_dump(mode="json"), body.model_dump(exclude_unset=True)
+        )
+        spec = TaskSpec.model_validate(merged)
+        await lifecycle.save_spec(session, state.temporal, state.settings.task_queue, task, spec)
     return task_public(task, state.settings)
 
 
@@ -323,9 +330,8 @@ async def delete_task(
     task_id: uuid.UUID, user: CurrentUser, session: SessionDep, state: StateDep
 ) -> Response:
     """Delete a task, its schedule and its history; a second delete is a 404."""
-    task = await _locked_task(session, user, task_id)
-    await lifecycle.delete(session, state.temporal, task)
-    await session.commit()
+    async with _locked(state, session, user, task_id) as task:
+        await lifecycle.delete(session, state.temporal, task)
     return Response(status_code=204)
 
 
@@ -334,9 +340,8 @@ async def pause_task(
     task_id: uuid.UUID, user: CurrentUser, session: SessionDep, state: StateDep
 ) -> TaskPublic:
     """Pause a task's schedule; run now still works."""
-    task = await _locked_task(session, user, task_id)
-    await _set_paused(task, user, session, state, paused=True)
-    await session.commit()
+    async with _locked(state, session, user, task_id) as task:
+        await _set_paused(task, user, session, state, paused=True)
     return task_public(task, state.settings)
 
 
@@ -346,9 +351,8 @@ async def resume_task(
 ) -> TaskPublic:
     """Resume a paused task's schedule. A one-time task whose run_at passed meanwhile runs
     at once within its catch-up window, and is otherwise `failed` with a `Missed` run."""
-    task = await _locked_task(session, user, task_id)
-    await _set_paused(task, user, session, state, paused=False)
-    await session.commit()
+    async with _locked(state, session, user, task_id) as task:
+        await _set_paused(task, user, session, state, paused=False)
     return task_public(task, state.settings)
 
 
@@ -374,9 +378,19 @@ async def run_task(
     overlap policy applies to the runs in flight: `skip` answers 409 while one runs,
     `buffer_one`/`buffer_all` queue this run behind them, `cancel_other` cancels them first,
     `terminate_other` terminates them, `allow_all` runs at once."""
-    task = await _locked_task(session, user, task_id)
-    started = await lifecycle.run_now(session, state.temporal, state.settings.task_queue, task)
-    await session.commit()
+    started = None
+    # Runs that may overlap only need the task to stay as it is while one starts (a shared
+    # lock); any other policy looks at the runs in flight, one request at a time.
+    async with _locked(state, session, user, task_id, shared=True) as task:
+        if lifecycle.overlap_of(task) == "allow_all":
+            started = await lifecycle.run_now(
+                session, state.temporal, state.settings.task_queue, task, shared=True
+            )
+    if started is None:
+        async with _locked(state, session, user, task_id) as task:
+            started = await lifecycle.run_now(
+                session, state.temporal, state.settings.task_queue, task
+            )
     if started.terminated:
         history = HistoryActivities(state.sessions, state.temporal)
         await history.settle_runs(

@@ -76,8 +76,8 @@ async def test_record_activities_are_idempotent(
     rows = await _rows(db, task)
     assert [(r.status, r.attempts) for r in rows] == [("running", 0)]
 
-    await env.run(activities.record_execution_finished, finished)
-    await env.run(activities.record_execution_finished, finished)
+    await env.run(activities.write_execution_record, finished)
+    await env.run(activities.write_execution_record, finished)
     # A late "started" (retried after the final write) must not undo the final record.
     await env.run(activities.record_execution_started, started)
     rows = await _rows(db, task)
@@ -105,7 +105,7 @@ async def test_finished_without_started_still_records_once(
     activities = HistoryActivities(db, temporal)
     env = ActivityEnvironment(client=temporal)
     for _ in range(3):
-        await env.run(activities.record_execution_finished, finished)
+        await env.run(activities.write_execution_record, finished)
     rows = await _rows(db, task)
     assert [(r.status, r.attempts) for r in rows] == [("failed", 2)]
     async with db() as session:
@@ -121,7 +121,7 @@ async def test_one_time_task_finishes_on_its_scheduled_run(
     task = await _task(db, "one_time")
     _, finished = _records(task, status="failed")
     await ActivityEnvironment(client=temporal).run(
-        HistoryActivities(db, temporal).record_execution_finished, finished
+        HistoryActivities(db, temporal).write_execution_record, finished
     )
     async with db() as session:
         refreshed = await session.get(Task, task.id)
@@ -138,7 +138,7 @@ async def test_records_for_a_deleted_task_are_dropped(
     activities = HistoryActivities(db, temporal)
     env = ActivityEnvironment(client=temporal)
     await env.run(activities.record_execution_started, started)
-    await env.run(activities.record_execution_finished, finished)
+    await env.run(activities.write_execution_record, finished)
     assert await _rows(db, task) == []
 
 
@@ -158,7 +158,7 @@ async def test_retention_deletes_only_old_executions(
                 "finished_at": finished.finished_at - timedelta(days=age_days),
             }
         )
-        await env.run(activities.record_execution_finished, shifted)
+        await env.run(activities.write_execution_record, shifted)
         (old_ids if age_days > 30 else new_ids).append(shifted.execution_id)
     deleted = await env.run(activities.delete_old_executions, 30)
     assert deleted >= 2

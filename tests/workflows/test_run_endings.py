@@ -50,15 +50,16 @@ async def test_a_cancellation_while_recording_keeps_the_record(
     started = (await user.post(f"/api/tasks/{task['id']}/run")).json()
     dsn = make_url(pg_url).set(drivername="postgresql").render_as_string(hide_password=False)
     async with await psycopg.AsyncConnection.connect(dsn) as holder:
-        # Hold the task's row: the final record, which locks it, waits while the action ends.
-        await holder.execute("SELECT 1 FROM tasks WHERE id = %s FOR UPDATE", (task["id"],))
+        # Hold the task's row: the final record, which updates it, waits while the action
+        # ends (the running record only needs its key, which stays free).
+        await holder.execute("SELECT 1 FROM tasks WHERE id = %s FOR NO KEY UPDATE", (task["id"],))
 
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as watcher:
 
             async def record_waits() -> bool:
                 cursor = await watcher.execute(
                     "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND query LIKE '%%FROM tasks%%FOR UPDATE%%' AND pid <> pg_backend_pid()"
+                    "AND query LIKE 'UPDATE tasks SET last_run_at%%'"
                 )
                 row = await cursor.fetchone()
                 return bool(row and row[0])
