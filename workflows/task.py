@@ -146,7 +146,7 @@ class TaskWorkflow:
         except asyncio.CancelledError:
             if not workflow.patched(RECORD_THROUGH_CANCELLATION):
                 recording.cancel()  # a run from before: the cancellation ended it here
-                await asyncio.wait([recording])
+                await workflow.wait([recording])
                 raise
 
     async def _wait(self, runs: list[RunRef]) -> None:
@@ -239,7 +239,7 @@ class TaskWorkflow:
         except asyncio.CancelledError:
             if not workflow.patched(RECORD_THROUGH_CANCELLATION):
                 writing.cancel()  # a run from before: the cancellation stopped its record
-                await asyncio.wait([writing])
+                await workflow.wait([writing])
                 raise
             workflow.logger.info("cancellation received while recording; recording first")
             await writing
