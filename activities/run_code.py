@@ -1,21 +1,22 @@
 """The ``run_code`` action: a Python or JavaScript program in a process sandbox.
 
-The program runs as a child of the worker with its input as JSON on stdin, in an empty
-temporary directory, with a scrubbed environment, resource limits (CPU, memory, file size,
-processes, core dumps) and a wall-clock timeout that kills its whole process group. When the
-kernel allows it the child gets a user namespace without capabilities outside it and a
-network namespace with no interface up, so no network at all (``network_isolated``).
+The program runs with its input as JSON on stdin, in an empty working directory, with a
+scrubbed environment, resource limits (CPU, memory, file size, processes, core dumps) and a
+wall-clock timeout that ends it and everything it started. It runs in new user, mount, PID,
+network, IPC and UTS namespaces, in a fresh root that holds only the system's programs and
+libraries, the interpreters, and its own directory (see ``activities/_sandbox.py``): no
+network, no other process, no file of the worker's (settings, keys, databases, other
+users' folders). Where the kernel refuses namespaces (Docker's default seccomp profile), the
+run fails with ``CodeIsolationUnavailable``, unless ``RUN_CODE_REQUIRE_ISOLATION`` is off.
 
-It is a process sandbox, not a VM: the same kernel, the same view of the filesystem (with
-the worker's user's permissions), and the worker's user. Run ``cronpilot-code`` on
-isolated workers (``CRONPILOT_WORKER_QUEUES=code``) when the code is not trusted.
+It is a process sandbox, not a VM: the same kernel. Run ``cronpilot-code`` on isolated
+workers (``CRONPILOT_WORKER_QUEUES=code``) when the code is not trusted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import math
 import os
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
+from activities import _sandbox
 from activities._action import ActionRun
 from schema.actions import RunCodeConfig
 
@@ -49,14 +51,7 @@ MEMORY_MARKERS = (
     "std::bad_alloc",
     "Fatal process out of memory",
 )
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWNET = 0x40000000
-# Tried in this order: a user namespace also works for an unprivileged worker, and keeps a
-# root worker's capabilities out of the sandbox; a bare network namespace needs root.
-Isolation = Literal["user+net", "net", "none"]
-ISOLATIONS: tuple[Isolation, ...] = ("user+net", "net", "none")
-
-_libc = ctypes.CDLL(None, use_errno=True)
+Isolation = Literal["namespaces", "none"]
 
 
 @dataclass
@@ -129,9 +124,7 @@ async def _execute_in(run: ActionRun, config: RunCodeConfig, base: Path) -> dict
     stdin = json.dumps(config.input).encode()
     run.log(f"running {config.language} ({len(config.code)} characters)")
     started = time.perf_counter()
-    transport, protocol, isolation = await _spawn(argv, workdir, env, config)
-    if isolation == "none":
-        run.log("network isolation unavailable: the program can reach the network", "warning")
+    transport, protocol, isolation = await _spawn(run, argv, base, workdir, env, config)
     stdout, stderr = _Capture(), _Capture()
     tasks = [
         asyncio.create_task(_feed(protocol.stdin, stdin)),
@@ -183,30 +176,54 @@ def _command(run: ActionRun, config: RunCodeConfig, program: Path) -> list[str]:
 
 
 async def _spawn(
-    argv: list[str], workdir: Path, env: dict[str, str], config: RunCodeConfig
+    run: ActionRun,
+    argv: list[str],
+    base: Path,
+    workdir: Path,
+    env: dict[str, str],
+    config: RunCodeConfig,
 ) -> tuple[asyncio.SubprocessTransport, _Protocol, Isolation]:
-    """Start the program with the strongest isolation the kernel grants."""
+    """Start the program in its sandbox; without namespaces only when the operator allows."""
     loop = asyncio.get_running_loop()
-    for isolation in ISOLATIONS:
+
+    async def start(preexec: Callable[[], None]) -> tuple[asyncio.SubprocessTransport, _Protocol]:
+        return await loop.subprocess_exec(
+            lambda: _Protocol(loop),
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=workdir,
+            env=env,
+            start_new_session=True,
+            preexec_fn=preexec,
+        )
+
+    reason = f"unsupported machine {os.uname().machine}"
+    if _sandbox.available():
+        layout = _sandbox.layout_for(base)
         try:
-            transport, protocol = await loop.subprocess_exec(
-                lambda: _Protocol(loop),
-                *argv,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                cwd=workdir,
-                env=env,
-                start_new_session=True,
-                preexec_fn=_sandbox(isolation, _limits(config, isolation)),
-            )
+            limits = _limits(config, "namespaces")
+            transport, protocol = await start(_sandbox.enter(layout, str(workdir), limits))
+            return transport, protocol, "namespaces"
         except subprocess.SubprocessError:
-            # The child could not enter the namespaces (no privilege, blocked by seccomp...).
-            if isolation == "none":
-                raise
-            continue
-        return transport, protocol, isolation
-    raise AssertionError("unreachable: the last isolation re-raises")
+            reason = _sandbox.error_of(base) or "the sandbox could not be set up"
+    if run.deps.settings.run_code_require_isolation:
+        run.fail(
+            "CodeIsolationUnavailable",
+            f"the kernel refused the sandbox ({reason}); the program did not run. Allow "
+            "user namespaces for the worker, or set CRONPILOT_RUN_CODE_REQUIRE_ISOLATION=false",
+            retryable=False,
+        )
+    run.log(f"no sandbox ({reason}): the program sees what the worker sees", "warning")
+    limits = _limits(config, "none")
+    transport, protocol = await start(lambda: _apply(limits))
+    return transport, protocol, "none"
+
+
+def _apply(limits: list[tuple[int, int, int]]) -> None:
+    for kind, soft, hard in limits:
+        resource.setrlimit(kind, (soft, hard))
 
 
 def _limits(config: RunCodeConfig, isolation: Isolation) -> list[tuple[int, int, int]]:
@@ -236,7 +253,7 @@ def _limits(config: RunCodeConfig, isolation: Isolation) -> list[tuple[int, int,
 
 def _process_limit(isolation: Isolation) -> int:
     """RLIMIT_NPROC counts every task of the real uid (threads too), for that user namespace."""
-    if isolation == "user+net" or os.getuid() == 0:
+    if isolation == "namespaces" or os.getuid() == 0:
         # In a fresh user namespace only the sandbox counts. For root the kernel never
         # enforces it, so the value does not matter.
         return MAX_PROCESSES
@@ -258,35 +275,6 @@ def _tasks_of(uid: int) -> int:
 def _within_hard_limit(kind: int, value: int) -> int:
     hard = resource.getrlimit(kind)[1]
     return value if hard == resource.RLIM_INFINITY else min(value, hard)
-
-
-def _sandbox(isolation: Isolation, limits: list[tuple[int, int, int]]) -> Callable[[], None]:
-    """The child's last steps before exec: namespaces, then limits. It runs after fork in an
-    asyncio process with threads, so it only makes system calls."""
-    uid, gid = os.getuid(), os.getgid()
-
-    def enter() -> None:
-        if isolation != "none":
-            flags = CLONE_NEWNET | (CLONE_NEWUSER if isolation == "user+net" else 0)
-            if _libc.unshare(flags) != 0:
-                raise OSError(ctypes.get_errno(), "unshare")
-        if isolation == "user+net":
-            _write("/proc/self/setgroups", b"deny")
-            _write("/proc/self/uid_map", f"{uid} {uid} 1".encode())
-            _write("/proc/self/gid_map", f"{gid} {gid} 1".encode())
-        # After the user namespace exists, so the process limit counts only the sandbox.
-        for kind, soft, hard in limits:
-            resource.setrlimit(kind, (soft, hard))
-
-    return enter
-
-
-def _write(path: str, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
 
 
 async def _feed(stdin: asyncio.StreamWriter | None, data: bytes) -> None:

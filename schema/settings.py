@@ -97,6 +97,12 @@ class Settings(BaseSettings):
         "(only `run_code`, for isolated workers) or `all`.",
     )
     run_code_enabled: bool = Field(True, description="Allow the `run_code` action.")
+    run_code_require_isolation: bool = Field(
+        True,
+        description="Refuse to run `run_code` programs when the kernel cannot give them their "
+        "sandbox (new namespaces and a fresh root); false runs them as the worker, seeing what "
+        "it sees, with a warning in the run's log.",
+    )
     execution_retention_days: int = Field(
         30, ge=1, description="Executions older than this are deleted."
     )

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from activities import run_code
+from activities._sandbox import interpreter_paths
 from tests.fixtures.actions import ActionHarness, failure_of
 
 MiB = 1024 * 1024
@@ -105,49 +106,57 @@ async def test_a_failing_program_is_a_non_retryable_code_failed(harness: ActionH
     assert js.type == "CodeFailed" and "exit code 3" in js.message
 
 
-async def test_a_timeout_kills_the_whole_process_group(
-    harness: ActionHarness, tmp_path: Path
-) -> None:
-    pid_file = tmp_path / "grandchild.pid"
+def _marked(marker: str) -> list[int]:
+    """Live processes on this machine whose command line holds ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in command and _alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+async def _gone(marker: str) -> list[int]:
+    deadline = time.monotonic() + 10
+    while _marked(marker) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return _marked(marker)
+
+
+async def test_a_timeout_kills_the_whole_process_group(harness: ActionHarness) -> None:
+    marker = f"{60 + time.time() % 1:.6f}"  # a sleep length no other process uses
     code = (
-        "import json, subprocess, sys, time\n"
-        "child = subprocess.Popen(['sleep', '60'])\n"
-        "with open(json.load(sys.stdin), 'w') as f:\n"
-        "    f.write(str(child.pid))\n"
+        "import subprocess, sys, time\n"
+        f"child = subprocess.Popen(['sleep', '{marker}'])\n"
+        "print('started', flush=True)\n"
         "time.sleep(60)\n"
     )
-    failure = await failure_of(
-        harness,
-        _action(code, input=str(pid_file), timeout_seconds=2),
-        handler=run_code.execute,
-    )
+    failure = await failure_of(harness, _action(code, timeout_seconds=2), handler=run_code.execute)
     assert (failure.type, failure.non_retryable) == ("CodeTimeout", True)
-    pid = int(pid_file.read_text())
-    deadline = time.monotonic() + 10
-    while _alive(pid) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    assert not _alive(pid), "the grandchild outlived the timeout"
+    assert await _gone(marker) == [], "the grandchild outlived the timeout"
 
 
 async def test_background_processes_end_with_the_program(harness: ActionHarness) -> None:
+    marker = f"{60 + time.time() % 1:.6f}"
     code = (
-        "import json, subprocess\n"
-        "grouped = subprocess.Popen(['sleep', '60'])\n"
-        "# A new session escapes the group kill; it must not hold the run open.\n"
-        "escaped = subprocess.Popen(['sleep', '60'], start_new_session=True)\n"
-        "print(json.dumps([grouped.pid, escaped.pid]))\n"
+        "import subprocess\n"
+        f"grouped = subprocess.Popen(['sleep', '{marker}'])\n"
+        "# A new session escapes a process-group kill, not the end of the PID namespace.\n"
+        f"escaped = subprocess.Popen(['sleep', '{marker}'], start_new_session=True)\n"
+        "print('done')\n"
     )
     result = await _result(harness, code, timeout_seconds=30)
-    grouped, escaped = result["output"]
     try:
         assert result["exit_code"] == 0
-        deadline = time.monotonic() + 10
-        while _alive(grouped) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        assert not _alive(grouped), "a background process outlived the program"
+        assert await _gone(marker) == [], "a background process outlived the program"
     finally:
-        if _alive(escaped):
-            os.kill(escaped, signal.SIGKILL)
+        for pid in _marked(marker):
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize(
@@ -255,3 +264,112 @@ async def test_javascript_without_node_is_code_language_unavailable(
         harness, _action("console.log(1)", language="javascript"), handler=run_code.execute
     )
     assert (failure.type, failure.non_retryable) == ("CodeLanguageUnavailable", True)
+
+
+PROBE = r"""
+import json, os, sys
+found = {}
+for path in json.load(sys.stdin)["paths"]:
+    try:
+        with open(path, "rb") as f:
+            found[path] = "read %d bytes" % len(f.read())
+    except OSError as error:
+        found[path] = type(error).__name__
+environs = []
+for pid in os.listdir("/proc") if os.path.isdir("/proc") else []:
+    if pid.isdigit():
+        try:
+            environs.append(open(f"/proc/{pid}/environ", "rb").read().decode(errors="replace"))
+        except OSError:
+            pass
+status = open("/proc/self/status").read() if os.path.exists("/proc/self/status") else ""
+caps = {l.split(":")[0]: l.split()[1] for l in status.splitlines() if l.startswith("Cap")}
+try:
+    open("/usr/cronpilot-probe", "w")
+    wrote = True
+except OSError as error:
+    wrote = type(error).__name__
+print(json.dumps({"files": found, "environs": environs, "caps": caps, "wrote": wrote,
+                  "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+                          if os.path.isdir("/proc") else []}))
+"""
+
+
+async def test_the_sandbox_cannot_read_the_instances_secrets(
+    harness: ActionHarness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `cronpilot dev` keeps (key, API key, both SQLite databases), another user's
+    folder, the worker's project and home directories and its environment: all out of
+    reach, whatever the program tries."""
+    monkeypatch.setenv("CRONPILOT_SANDBOX_PROBE", "worker-environment-secret")
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    for name in ("secret-key", "dev-api-key", "cronpilot.db", "temporal.db"):
+        (data / name).write_text(f"{name} contents")
+        (data / name).chmod(0o600)
+    other = harness.settings.files_root / "someone-else"
+    other.mkdir(parents=True)
+    (other / "private.txt").write_text("not yours")
+    project = Path(__file__).resolve().parents[2]
+    paths = [str(data / name) for name in ("secret-key", "dev-api-key", "cronpilot.db")]
+    paths += [str(data / "temporal.db"), str(other / "private.txt")]
+    paths += [str(project / "pyproject.toml"), "/etc/shadow", f"/proc/{os.getpid()}/environ"]
+    result = await _result(harness, PROBE, input={"paths": paths})
+    probe = result["output"]
+    assert probe["files"] == dict.fromkeys(paths, "FileNotFoundError"), probe["files"]
+    assert not any("worker-environment-secret" in text for text in probe["environs"])
+    assert probe["wrote"] in ("OSError", "PermissionError"), "the system is read-only"
+    held = {probe["caps"].get(k) for k in ("CapInh", "CapPrm", "CapEff", "CapBnd")}
+    assert held == {"0000000000000000"}, probe["caps"]
+    assert 0 < len(probe["pids"]) <= 3, f"only the sandbox's own processes: {probe['pids']}"
+
+
+async def test_only_the_interpreters_are_visible_of_the_workers_directories(
+    harness: ActionHarness,
+) -> None:
+    project = Path(__file__).resolve().parents[2]
+    home = Path.home()
+    code = (
+        "import json, os, sys\n"
+        "listing = {}\n"
+        "for path in json.load(sys.stdin):\n"
+        "    try:\n"
+        "        listing[path] = sorted(os.listdir(path))\n"
+        "    except OSError as error:\n"
+        "        listing[path] = type(error).__name__\n"
+        "print(json.dumps(listing))\n"
+    )
+    paths = [str(project), str(home), "/", "/etc", "/var", "/srv", "/opt"]
+    listing = (await _result(harness, code, input=paths))["output"]
+    interpreters = [Path(p) for p in interpreter_paths()]
+
+    def leads_to_an_interpreter(directory: Path, entry: str) -> bool:
+        return any(
+            interpreter == directory / entry or (directory / entry) in interpreter.parents
+            for interpreter in interpreters
+        )
+
+    for directory in (project, home):
+        shown = listing[str(directory)]
+        assert isinstance(shown, list)
+        assert all(leads_to_an_interpreter(directory, entry) for entry in shown), shown
+    assert "shadow" not in listing["/etc"] and "passwd" in listing["/etc"]
+    for hidden in ("/var", "/srv", "/opt"):
+        assert listing[hidden] in ("FileNotFoundError", []), (hidden, listing[hidden])
+
+
+async def test_without_namespaces_the_program_does_not_run_unless_allowed(
+    harness: ActionHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As a container's seccomp profile does: the kernel refuses new namespaces (EINVAL
+    # here, from an invalid flag; EPERM there).
+    monkeypatch.setattr("activities._sandbox.NAMESPACES", 0x1)
+    failure = await failure_of(harness, _action("print(1)"), handler=run_code.execute)
+    assert (failure.type, failure.non_retryable) == ("CodeIsolationUnavailable", True)
+    assert "namespaces" in failure.message and "did not run" in failure.message
+
+    outcome = await harness.run(
+        _action("print(2)"), handler=run_code.execute, run_code_require_isolation=False
+    )
+    assert outcome.result["exit_code"] == 0 and outcome.result["network_isolated"] is False
+    assert any("no sandbox" in entry.message for entry in outcome.logs)

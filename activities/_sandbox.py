@@ -1,0 +1,323 @@
+"""The namespaces and fresh root that ``run_code`` programs run in.
+
+``enter`` is the ``preexec_fn`` of the program's process (C1). It creates new user, mount,
+PID, network, IPC and UTS namespaces and forks twice:
+
+- C1 stays outside the new PID namespace and ends as the program ended (same exit code, or
+  killed by the same signal), so the worker reads the outcome from it as before;
+- C2 is pid 1 of the new PID namespace: it builds the root the program sees, then only waits
+  for the program; when it exits, the kernel kills whatever the program left behind;
+- C3 drops every capability and becomes the program.
+
+The root is an empty tmpfs with read-only bind mounts of the system (``/usr``, ``/lib*``,
+``/bin``, a few files of ``/etc``), the Python installation and node, a fresh ``/tmp``,
+``/dev/shm`` and ``/dev`` (null, zero, full, random, urandom), the program's own /proc when
+the kernel lets it mount one, and the run's directory (read-write). Nothing else of the
+host exists in it: not the data dir, the worker's home or working directory, other users'
+files, the database files, or any other process.
+
+Everything here runs between fork and exec of a process whose parent has threads: only
+system calls and plain Python, no locks, no logging.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import resource
+import shutil
+import signal
+import stat
+import struct
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+NAMESPACES = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
+
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
+MS_NOATIME = 0x400
+MS_NODIRATIME = 0x800
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+MS_RELATIME = 0x200000
+MNT_DETACH = 0x2
+# statvfs flags whose mount flags a bind mount in a user namespace must keep.
+KEPT_FLAGS = (
+    (os.ST_NOEXEC, MS_NOEXEC),
+    (os.ST_NOATIME, MS_NOATIME),
+    (os.ST_NODIRATIME, MS_NODIRATIME),
+    (os.ST_RELATIME, MS_RELATIME),
+)
+
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_CAPBSET_DROP = 24
+PR_SET_SECUREBITS = 28
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+# noroot, no-setuid-fixup and keep-caps, each locked: no way back to capabilities.
+SECUREBITS = 0x1 | 0x2 | 0x4 | 0x8 | 0x20
+LAST_CAPABILITY = 63
+# pivot_root has no libc wrapper: its system call number, by machine.
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41}
+
+SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+ETC_FILES = (
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "localtime",
+    "nsswitch.conf",
+    "passwd",
+    "group",
+    "hosts",
+    "ssl/certs",
+    "alternatives",
+)
+DEVICES = ("null", "zero", "full", "random", "urandom")
+ERROR_FILE = "sandbox-error"
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class SandboxUnavailable(Exception):
+    """The kernel (or a container's seccomp or AppArmor profile) refused the sandbox."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What the program sees of the host: paths mounted read-only at the same place, and
+    the run's directory (``base``, read-write). ``root`` is where the new root is built."""
+
+    read_only: tuple[str, ...]
+    base: str
+    root: str
+
+
+def interpreter_paths(executable: str | None = None) -> list[str]:
+    """Where an interpreter and its libraries live, outside the system paths."""
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    node = executable or shutil.which("node")
+    if node:
+        # /usr/bin/node is covered by /usr; an nvm install is bound from its version dir.
+        paths.add(str(Path(node).resolve().parent.parent))
+    return sorted(paths)
+
+
+def available() -> bool:
+    """Whether this machine's architecture is one the sandbox knows."""
+    return os.uname().machine in SYS_PIVOT_ROOT
+
+
+def layout_for(base: Path) -> Layout:
+    """The sandbox's view for a run whose directory is ``base``."""
+    paths = [p for p in SYSTEM_PATHS if os.path.lexists(p)]
+    paths += [f"/etc/{name}" for name in ETC_FILES if os.path.lexists(f"/etc/{name}")]
+    for path in interpreter_paths():
+        if not any(_under(path, kept) for kept in paths):
+            paths.append(path)
+    root = base / "root"
+    root.mkdir(mode=0o700)
+    return Layout(tuple(paths), str(base), str(root))
+
+
+def _under(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+def error_of(base: Path) -> str | None:
+    """Why the sandbox could not be built for the run in ``base``, if it could not."""
+    with contextlib.suppress(OSError):
+        return (base / ERROR_FILE).read_text()
+    return None
+
+
+def enter(layout: Layout, workdir: str, limits: list[tuple[int, int, int]]) -> Callable[[], None]:
+    """The ``preexec_fn`` that puts the program in its sandbox (see the module docstring)."""
+    uid, gid = os.getuid(), os.getgid()
+
+    def _c1() -> None:
+        try:
+            _check(_libc.unshare(NAMESPACES), "unshare")
+            _write("/proc/self/setgroups", b"deny")
+            _write("/proc/self/uid_map", f"{uid} {uid} 1".encode())
+            _write("/proc/self/gid_map", f"{gid} {gid} 1".encode())
+        except OSError as error:
+            _note(layout, f"namespaces: {error}")
+            raise
+        report_r, report_w = os.pipe()
+        init = os.fork()
+        if init:
+            os.close(report_w)
+            _relay(init, report_r)
+        os.close(report_r)
+        _init(layout, workdir, limits, report_w)
+
+    return _c1
+
+
+def _relay(init: int, report: int) -> None:
+    """C1: end as the program ended."""
+    os.closerange(3, report)
+    os.closerange(report + 1, _max_fd())
+    _, status = os.waitpid(init, 0)
+    data = os.read(report, 4)
+    if len(data) == 4:
+        status = struct.unpack("i", data)[0]
+    _end_like(status)
+
+
+def _init(layout: Layout, workdir: str, limits: list[tuple[int, int, int]], report: int) -> None:
+    """C2, pid 1 of the new PID namespace: build the root, start the program, wait."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    # Its memory is a copy of the worker's: nothing in the sandbox may read it.
+    _libc.prctl(PR_SET_DUMPABLE, 0)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    try:
+        _build_root(layout)
+    except OSError as error:
+        _note(layout, f"root: {error}")
+        raise
+    program = os.fork()
+    if program == 0:
+        _program(workdir, limits)
+        return  # C3 goes on to exec the program
+    os.closerange(3, report)
+    os.closerange(report + 1, _max_fd())
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            os._exit(1)
+        if pid == program:
+            os.write(report, struct.pack("i", status))
+            os._exit(0)
+
+
+def _program(workdir: str, limits: list[tuple[int, int, int]]) -> None:
+    """C3: no capabilities, no way to gain any, its limits; then the program."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    os.chdir(workdir)
+    for kind, soft, hard in limits:
+        resource.setrlimit(kind, (soft, hard))
+    _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    for capability in range(LAST_CAPABILITY + 1):
+        _libc.prctl(PR_CAPBSET_DROP, capability)
+    _check(_libc.prctl(PR_SET_SECUREBITS, SECUREBITS), "securebits")
+    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+
+
+def _build_root(layout: Layout) -> None:
+    root = layout.root
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=16m")
+    _mount("tmpfs", _make_dir(root, "/tmp"), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=64m")
+    for path in layout.read_only:
+        _bind(path, root + path, read_only=True)
+    _bind(layout.base, root + layout.base, read_only=False)
+    dev = _make_dir(root, "/dev")
+    _mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k")
+    for name in DEVICES:
+        _bind(f"/dev/{name}", f"{dev}/{name}", read_only=False)
+    shm = _make_dir(root, "/dev/shm")
+    _mount("tmpfs", shm, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=64m")
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0")):
+        os.symlink(target, f"{dev}/{name}")
+    for number, name in enumerate(("stdout", "stderr"), start=1):
+        os.symlink(f"/proc/self/fd/{number}", f"{dev}/{name}")
+    # The sandbox's own processes only; refused in some containers, then it goes without.
+    with contextlib.suppress(OSError):
+        _mount("proc", _make_dir(root, "/proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    os.chdir(root)
+    _check(_libc.syscall(SYS_PIVOT_ROOT[os.uname().machine], b".", b"."), "pivot_root")
+    _check(_libc.umount2(b".", MNT_DETACH), "umount old root")
+    os.chdir("/")
+    _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def _bind(source: str, target: str, *, read_only: bool) -> None:
+    info = os.lstat(source)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    if stat.S_ISLNK(info.st_mode):
+        os.symlink(os.readlink(source), target)
+        return
+    if stat.S_ISDIR(info.st_mode):
+        os.makedirs(target, exist_ok=True)
+    else:
+        os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
+    _mount(source, target, None, MS_BIND)
+    if read_only:
+        flags = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV
+        held = os.statvfs(source).f_flag
+        flags |= sum(mount_flag for st_flag, mount_flag in KEPT_FLAGS if held & st_flag)
+        _mount(None, target, None, flags)
+
+
+def _make_dir(root: str, path: str) -> str:
+    os.makedirs(root + path, exist_ok=True)
+    return root + path
+
+
+def _mount(
+    source: str | None, target: str, kind: str | None, flags: int, options: str | None = None
+) -> None:
+    result = _libc.mount(
+        source.encode() if source else None,
+        target.encode(),
+        kind.encode() if kind else None,
+        ctypes.c_ulong(flags),
+        options.encode() if options else None,
+    )
+    _check(result, f"mount {target}")
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        number = ctypes.get_errno()
+        raise OSError(number, f"{what}: {os.strerror(number)}")
+
+
+def _write(path: str, data: bytes) -> None:
+    descriptor = os.open(path, os.O_WRONLY)
+    try:
+        os.write(descriptor, data)
+    finally:
+        os.close(descriptor)
+
+
+def _note(layout: Layout, message: str) -> None:
+    """Leave the reason where the worker finds it (the run's directory)."""
+    with contextlib.suppress(OSError):
+        Path(layout.base, ERROR_FILE).write_text(message)
+
+
+def _end_like(status: int) -> None:
+    """End this process as the process with ``status`` ended."""
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        signal.signal(number, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [number])
+        os.kill(os.getpid(), number)
+        os._exit(128 + number)
+    os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
+
+
+def _max_fd() -> int:
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return soft if soft != resource.RLIM_INFINITY else 65536
