@@ -25,7 +25,14 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities._network import BlockedAddress, GuardedTransport
-from activities._templates import MissingSecret, SecretValues, redact, referenced_names, render
+from activities._templates import (
+    MissingSecret,
+    SecretValues,
+    redact,
+    referenced_names,
+    render,
+    secret_forms,
+)
 from schema import crud
 from schema.crypto import SecretBox
 from schema.executions import ActionInput, ActionOutcome, LogEntry
@@ -155,8 +162,10 @@ class ActionRun:
         }
 
     def hide(self, *values: str) -> None:
-        """Redact these values too (tokens, keys) from logs, results and errors."""
-        self.secrets = sorted({*self.secrets, *(v for v in values if v)}, key=len, reverse=True)
+        """Redact these values too (tokens, keys), in their common encodings, from logs,
+        results and errors."""
+        forms = {form for value in values for form in secret_forms(value)}
+        self.secrets = sorted({*self.secrets, *forms}, key=len, reverse=True)
 
     async def secret(self, name: str) -> str:
         """One of the user's secrets by name (redacted from then on); MissingSecret if absent."""

@@ -3,18 +3,27 @@
 Every string of an action's config is a template rendered inside the activity just before
 the action runs. Undefined names fail (StrictUndefined) and so does anything the sandbox
 forbids; a secret that does not exist fails with ``MissingSecret``. Secret values never
-leave the activity: ``redact`` replaces each of them with ``***``.
+leave the activity: ``redact`` replaces each of them with ``***``, in the forms a target or a
+library commonly echoes it in (``secret_forms``).
 """
 
 from __future__ import annotations
 
+import base64
+import html
+import json
+import re
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 from jinja2 import StrictUndefined, meta
 from jinja2.sandbox import SandboxedEnvironment
 
 ENVIRONMENT = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 MASK = "***"
+# Encoded forms shorter than this are not redacted: they would mask ordinary text.
+MIN_FORM_LENGTH = 4
+PERCENT_HEX = re.compile(r"%[0-9A-F]{2}")
 
 
 class MissingSecret(Exception):
@@ -90,3 +99,37 @@ def redact(value: Any, secrets: list[str]) -> Any:
     if isinstance(value, list | tuple):
         return [redact(item, secrets) for item in value]
     return value
+
+
+def secret_forms(secret: str) -> set[str]:
+    """The secret and the ways it commonly comes back encoded: URL quoting (``%20`` and
+    ``+`` for spaces, upper- and lower-case hex), JSON string escaping (also with ``\\/``),
+    Python's repr, HTML entities (named and numeric), and base64 (standard and URL-safe) at
+    each of the three alignments it can have inside a longer base64 text (a Basic
+    ``Authorization`` header, say)."""
+    if not secret:
+        return set()
+    forms = {
+        quote(secret, safe=""),
+        quote(secret),
+        quote_plus(secret),
+        quote_plus(secret, safe="/"),
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        json.dumps(secret)[1:-1].replace("/", "\\/"),
+        repr(secret)[1:-1],
+        html.escape(secret),
+        html.escape(secret, quote=False),
+        html.escape(secret).encode("ascii", "xmlcharrefreplace").decode(),
+    }
+    forms |= {PERCENT_HEX.sub(lambda m: m.group().lower(), form) for form in set(forms)}
+    raw = secret.encode()
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        for shift in range(3):
+            encoded = encode(b"\0" * shift + raw).decode()
+            # Only the characters that depend on the secret's bytes alone.
+            start, end = -(-shift * 8 // 6), (shift + len(raw)) * 8 // 6
+            forms.add(encoded[start:end])
+    forms = {form for form in forms if len(form) >= MIN_FORM_LENGTH}
+    forms.add(secret)
+    return forms

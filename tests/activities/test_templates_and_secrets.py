@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from typing import Any
 
-from tests.conftest import ApiUser
+from temporalio.client import Client
+
+from activities._templates import secret_forms
+from tests.conftest import ApiUser, eventually
 from tests.fixtures.actions import ActionHarness, failure_of
 from tests.fixtures.http_target import HttpTarget
+from tests.fixtures.tasks import recurring
 
 
 def _webhook(url: str, **config: object) -> dict[str, object]:
@@ -93,3 +99,49 @@ async def test_secrets_api_is_write_only_and_per_user(user: ApiUser, make_user: 
     assert (await user.request("PUT", "/api/secrets/X", json={"value": ""})).status_code == 422
     assert (await user.request("DELETE", "/api/secrets/SMTP_PASS")).status_code == 204
     assert (await user.get("/api/secrets")).json()["items"] == []
+
+
+SECRET = 'Pa55 w0rd&x="q"/é'
+
+
+async def test_a_secret_echoed_in_any_encoding_is_redacted_everywhere(
+    user: ApiUser, target: HttpTarget, temporal: Client
+) -> None:
+    """The target echoes the secret URL-encoded, JSON-escaped and raw: the stored execution
+    and Temporal's history hold none of its forms."""
+    assert (await user.request("PUT", "/api/secrets/PW", json={"value": SECRET})).status_code == 201
+    key = uuid.uuid4().hex
+    body = recurring(
+        f"{target.url}/echo/{key}?q={{{{ secrets.PW | urlencode }}}}",
+        interval_seconds=86400,
+        config={"body": {"pw": "{{ secrets.PW }}", "note": "sent as {{ secrets.PW }}"}},
+    )
+    task = await user.create_task(body)
+    started = (await user.post(f"/api/tasks/{task['id']}/run")).json()
+    await temporal.get_workflow_handle(started["workflow_id"]).result()
+    sent = target.requests[key][0]
+    assert sent["query"]["q"] == SECRET and json.loads(sent["body"])["pw"] == SECRET
+
+    async def recorded() -> dict[str, Any] | None:
+        runs = await user.executions(task["id"])
+        return runs[0] if runs and runs[0]["status"] != "running" else None
+
+    run = await eventually(recorded)
+    assert run["status"] == "succeeded"
+    history = (await temporal.get_workflow_handle(started["workflow_id"]).fetch_history()).to_json()
+    stored = json.dumps(run, ensure_ascii=False)
+    for form in secret_forms(SECRET):
+        assert form not in stored, form
+        assert form not in history, form
+    assert "***" in stored
+
+
+async def test_a_secret_in_a_template_error_is_redacted(harness: ActionHarness) -> None:
+    await harness.put_secret("PW", SECRET)
+    failure = await failure_of(
+        harness, _webhook("http://127.0.0.1:9/", body="{{ payload[secrets.PW] }}"), payload={}
+    )
+    assert failure.type == "TemplateError"
+    text = str(failure) + json.dumps(failure.details, ensure_ascii=False)
+    for form in secret_forms(SECRET):
+        assert form not in text, form
