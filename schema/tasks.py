@@ -31,6 +31,37 @@ OverlapPolicy = Literal[
 NotifyOn = Literal["failure", "success", "always"]
 
 
+# Every layer (pydantic, Temporal's payloads, the databases' JSON) decodes far more than this.
+MAX_JSON_DEPTH = 32
+MAX_TASK_BYTES = 512 * 1024
+
+
+def bounds_problems(data: Any) -> list[tuple[tuple[str | int, ...], str, Any]]:
+    """Where a task (as sent) nests deeper than ``MAX_JSON_DEPTH`` levels or weighs more
+    than ``MAX_TASK_BYTES`` as JSON. Iterative: a hostile nesting cannot exhaust the stack."""
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(data, ())]
+    largest: tuple[int, tuple[str | int, ...]] = (0, ())
+    while stack:
+        node, path = stack.pop()
+        if len(path) > MAX_JSON_DEPTH:
+            message = f"nested deeper than {MAX_JSON_DEPTH} levels (counted from the task)"
+            return [(path, message, None)]
+        if isinstance(node, dict):
+            stack.extend((value, (*path, str(key))) for key, value in node.items())
+        elif isinstance(node, list):
+            stack.extend((value, (*path, index)) for index, value in enumerate(node))
+        elif isinstance(node, str) and len(node) > largest[0]:
+            largest = (len(node), path)
+    size = len(json.dumps(data, ensure_ascii=False, default=str).encode())
+    if size > MAX_TASK_BYTES:
+        message = (
+            f"the task is {size} bytes as JSON, over the limit of {MAX_TASK_BYTES}; "
+            f"this is its largest value ({largest[0]} characters)"
+        )
+        return [(largest[1], message, None)]
+    return []
+
+
 def invalid(title: str, problems: list[tuple[tuple[str | int, ...], str, Any]]) -> ValidationError:
     """A ValidationError with one located message per problem (pydantic nests the locations)."""
     details: list[InitErrorDetails] = [
@@ -179,11 +210,27 @@ class TaskSpec(StrictModel):
 class TaskCreate(TaskSpec):
     """Body of POST /api/tasks and PUT /api/tasks/{id}."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded(cls, data: Any) -> Any:
+        problems = bounds_problems(data)
+        if problems:
+            raise invalid("TaskCreate", problems)
+        return data
+
 
 class TaskUpdate(BaseModel):
     """Body of PATCH: the fields to change; the merged task is validated as a whole."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded(cls, data: Any) -> Any:
+        problems = bounds_problems(data)
+        if problems:
+            raise invalid("TaskUpdate", problems)
+        return data
 
     name: str | None = None
     description: str | None = None

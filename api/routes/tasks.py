@@ -307,7 +307,7 @@ async def update_task(
         merged = _merge_patch(
             crud.task_spec(task).model_dump(mode="json"), body.model_dump(exclude_unset=True)
         )
-        spec = TaskSpec.model_validate(merged)
+        spec = TaskCreate.model_validate(merged)
         await lifecycle.save_spec(session, state.temporal, state.settings.task_queue, task, spec)
     return task_public(task, state.settings)
 
