@@ -300,14 +300,16 @@ def temporal_dev_server(command: list[str], log_path: Path) -> Iterator[subproce
         log_file.close()
 
 
-def _stop_process_group(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
+def _stop_process_group(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    """SIGTERM, repeated (one sent while the child was still starting can be lost), then
+    SIGKILL once ``timeout`` passed."""
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(1)
+    if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()

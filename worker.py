@@ -7,7 +7,7 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
@@ -77,9 +77,25 @@ async def running_workers(settings: Settings, client: Client) -> AsyncIterator[a
     """Run the workers until the block exits, then shut them down gracefully. Yields a task
     that ends when a worker stops by itself (a fatal error), which the caller must watch."""
     engine = create_engine(settings.resolved_database_url)
-    await ensure_search_attributes(client)
-    await ensure_retention_schedule(client, settings.task_queue, settings.execution_retention_days)
-    workers, deps = build_workers(client, create_sessionmaker(engine), settings)
+    try:
+        await ensure_search_attributes(client)
+        await ensure_retention_schedule(
+            client, settings.task_queue, settings.execution_retention_days
+        )
+        workers, deps = build_workers(client, create_sessionmaker(engine), settings)
+        try:
+            async with running(workers) as ended:
+                yield ended
+        finally:
+            await deps.close()
+    finally:
+        await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def running(workers: Sequence[Worker]) -> AsyncIterator[asyncio.Task[None]]:
+    """Run ``workers`` until the block exits, then shut them down; yields a task that ends
+    as soon as one of them stops by itself."""
     tasks = [asyncio.create_task(worker.run()) for worker in workers]
     ended = asyncio.create_task(_first_to_end(tasks))
     try:
@@ -88,8 +104,6 @@ async def running_workers(settings: Settings, client: Client) -> AsyncIterator[a
         ended.cancel()
         await asyncio.gather(*(worker.shutdown() for worker in workers), return_exceptions=True)
         await asyncio.gather(*tasks, return_exceptions=True)
-        await deps.close()
-        await engine.dispose()
 
 
 async def _first_to_end(tasks: list[asyncio.Task[None]]) -> None:
@@ -99,14 +113,21 @@ async def _first_to_end(tasks: list[asyncio.Task[None]]) -> None:
         log.error("a Temporal worker stopped by itself: %r", error or "no error given")
 
 
+async def until_stopped(ended: asyncio.Task[None], stop: asyncio.Event) -> int:
+    """0 once ``stop`` is set; 1 as soon as a worker stops by itself."""
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({ended, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    return 0 if stop.is_set() else 1
+
+
 async def supervise(settings: Settings, client: Client, stop: asyncio.Event) -> int:
     """Serve until ``stop`` is set (0) or until a worker stops by itself (1)."""
     async with running_workers(settings, client) as ended:
         log.info("worker polling %s on %s", settings.task_queue, settings.temporal_address)
-        stopping = asyncio.create_task(stop.wait())
-        await asyncio.wait({ended, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        return 0 if stop.is_set() else 1
+        return await until_stopped(ended, stop)
 
 
 async def serve(settings: Settings) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -16,6 +17,7 @@ from temporalio.client import (
     ScheduleIntervalSpec,
     ScheduleSpec,
     ScheduleState,
+    WorkflowHandle,
 )
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -193,16 +195,32 @@ async def test_delete_removes_the_schedule(user: ApiUser, temporal: Client) -> N
     assert (await user.get(f"/api/tasks/{task['id']}")).status_code == 404
 
 
-async def test_pause_of_a_completed_task_is_a_conflict(user: ApiUser, target: HttpTarget) -> None:
-    task = await user.create_task(one_time(f"{target.url}/ok/{uuid.uuid4().hex}", in_seconds=1))
-
-    async def completed() -> bool:
-        return bool((await user.get(f"/api/tasks/{task['id']}")).json()["status"] == "completed")
-
-    await eventually(completed)
+async def test_pause_of_a_completed_task_is_a_conflict(
+    user: ApiUser, target: HttpTarget, temporal: Client
+) -> None:
+    key = uuid.uuid4().hex
+    task = await user.create_task(one_time(f"{target.url}/ok/{key}", in_seconds=1))
+    # Events, not a deadline: the run reaches the target, then its workflow ends, and the
+    # workflow ends only after its final record (which completes the task) is written.
+    await target.wait_for_hits(key, 1)
+    await (await _scheduled_run(temporal, task["id"])).result()
+    assert (await user.get(f"/api/tasks/{task['id']}")).json()["status"] == "completed"
     response = await user.post(f"/api/tasks/{task['id']}/pause")
     assert response.status_code == 409
     assert response.headers["content-type"] == "application/problem+json"
+
+
+async def _scheduled_run(temporal: Client, task_id: str) -> WorkflowHandle[Any, Any]:
+    """The run the task's schedule started most recently (its schedule may be gone by now,
+    so it is found by its search attribute)."""
+    query = f"CronpilotTaskId = '{task_id}'"
+
+    async def listed() -> str | None:
+        async for execution in temporal.list_workflows(query):
+            return execution.id
+        return None
+
+    return temporal.get_workflow_handle(await eventually(listed))
 
 
 async def test_reconcile_recreates_missing_and_removes_orphans(

@@ -20,6 +20,7 @@ import httpx
 import psycopg
 import pytest
 from sqlalchemy.engine import make_url
+from temporalio.client import Client
 
 from tests.conftest import ADMIN_URL, eventually
 from tests.fixtures.http_target import HttpTarget
@@ -175,8 +176,17 @@ async def test_cronpilot_dev_end_to_end(
         assert (await api.get(f"/api/tasks/{once.json()['id']}")).json()["status"] == "completed"
         paused = await api.post(f"/api/tasks/{every_id}/pause")
         assert paused.json()["status"] == "paused"
-        await asyncio.sleep(1)
+        # Events, not a pause of a fixed length: a run started just before the pause ends
+        # (and its workflow ends only after its record is written) before history is read.
+        temporal = await Client.connect(f"127.0.0.1:{ports['temporal']}")
+        schedule = temporal.get_schedule_handle(f"task-{every_id}")
+
+        async def idle() -> bool:
+            return not (await schedule.describe()).info.running_actions
+
+        await eventually(idle, timeout=60)
         history = (await api.get(f"/api/tasks/{every_id}/executions")).json()["items"]
+        assert all(item["status"] != "running" for item in history)
         assert target.hits(f"{key}-once") == 1
 
     assert (data_dir / "temporal.db").exists()
