@@ -286,3 +286,18 @@ async def test_bulk_operations_report_each_id(
     else:
         assert after.json()["status"] == expected[operation]
     assert (await other.get(f"/api/tasks/{theirs['id']}")).json()["status"] == "active"
+
+
+@pytest.mark.parametrize("verb", ["pause", "resume"])
+async def test_pause_or_resume_recreates_a_missing_schedule(
+    user: ApiUser, temporal: Client, verb: str
+) -> None:
+    task = await user.create_task(recurring("http://127.0.0.1:9/", interval_seconds=3600))
+    if verb == "resume":
+        assert (await user.post(f"/api/tasks/{task['id']}/pause")).status_code == 200
+    await temporal.get_schedule_handle(f"task-{task['id']}").delete()
+    response = await user.post(f"/api/tasks/{task['id']}/{verb}")
+    assert response.status_code == 200, response.text
+    description = await temporal.get_schedule_handle(f"task-{task['id']}").describe()
+    assert description.schedule.state.paused is (verb == "pause")
+    assert f"{verb}d by" in (description.schedule.state.note or "")

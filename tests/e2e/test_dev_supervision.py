@@ -202,3 +202,13 @@ async def test_a_server_left_over_is_stopped_not_attached(tmp_path: Path) -> Non
             assert dev.ended() == 0
         finally:
             dev.kill()
+
+
+async def test_when_its_temporal_server_dies_it_stops_and_says_so(tmp_path: Path) -> None:
+    with _dev(tmp_path) as dev:
+        await dev.ready()
+        [server] = _servers_of(dev.data_dir)
+        os.kill(server, signal.SIGKILL)
+        assert dev.ended() != 0
+        assert "the Temporal dev server exited" in dev.output(), dev.output()
+        assert "stopped everything" in dev.output()
