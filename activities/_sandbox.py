@@ -31,7 +31,7 @@ import signal
 import stat
 import struct
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +91,19 @@ ETC_FILES = (
 )
 DEVICES = ("null", "zero", "full", "random", "urandom")
 ERROR_FILE = "sandbox-error"
+# As Docker's defaults: /proc parts a root process could write through, made read-only, and
+# parts that say too much about the host, hidden.
+PROC_READ_ONLY = ("sys", "sysrq-trigger", "bus", "fs", "irq")
+PROC_MASKED = (
+    "kcore",
+    "keys",
+    "timer_list",
+    "sched_debug",
+    "latency_stats",
+    "acpi",
+    "asound",
+    "scsi",
+)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -109,13 +122,18 @@ class Layout:
     root: str
 
 
-def interpreter_paths(executable: str | None = None) -> list[str]:
-    """Where an interpreter and its libraries live, outside the system paths."""
-    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
-    node = executable or shutil.which("node")
+def interpreter_paths(node: str | None = None) -> list[str]:
+    """What the interpreters need outside the system paths: Python's ``bin`` and ``lib``
+    (of the installation and of the virtual environment) and node's binary. Never a whole
+    prefix: a virtual environment made in a project's root would bring the project."""
+    paths: set[str] = set()
+    for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}:
+        for part in ("bin", "lib", "lib64", "pyvenv.cfg"):
+            if os.path.lexists(os.path.join(prefix, part)):
+                paths.add(os.path.join(prefix, part))
+    node = node or shutil.which("node")
     if node:
-        # /usr/bin/node is covered by /usr; an nvm install is bound from its version dir.
-        paths.add(str(Path(node).resolve().parent.parent))
+        paths.add(str(Path(node).resolve()))
     return sorted(paths)
 
 
@@ -124,13 +142,19 @@ def available() -> bool:
     return os.uname().machine in SYS_PIVOT_ROOT
 
 
-def layout_for(base: Path) -> Layout:
-    """The sandbox's view for a run whose directory is ``base``."""
+def layout_for(base: Path, hidden: Iterable[Path] = ()) -> Layout:
+    """The sandbox's view for a run whose directory is ``base``. Nothing that contains a
+    ``hidden`` path (the data dir, the files root, the worker's home and working directory)
+    is ever mounted, whatever the interpreters' layout."""
+    secret = [str(path.resolve()) for path in hidden]
     paths = [p for p in SYSTEM_PATHS if os.path.lexists(p)]
     paths += [f"/etc/{name}" for name in ETC_FILES if os.path.lexists(f"/etc/{name}")]
     for path in interpreter_paths():
-        if not any(_under(path, kept) for kept in paths):
-            paths.append(path)
+        if any(_under(path, kept) for kept in paths):
+            continue
+        if any(_under(hidden_path, path) for hidden_path in secret):
+            continue  # it would show a hidden path
+        paths.append(path)
     root = base / "root"
     root.mkdir(mode=0o700)
     return Layout(tuple(paths), str(base), str(root))
@@ -151,7 +175,13 @@ def enter(layout: Layout, workdir: str, limits: list[tuple[int, int, int]]) -> C
     """The ``preexec_fn`` that puts the program in its sandbox (see the module docstring)."""
     uid, gid = os.getuid(), os.getgid()
 
+    parent = os.getpid()
+
     def _c1() -> None:
+        # The worker's death ends the sandbox too, whatever the program does.
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(1)
         try:
             _check(_libc.unshare(NAMESPACES), "unshare")
             _write("/proc/self/setgroups", b"deny")
@@ -241,13 +271,34 @@ def _build_root(layout: Layout) -> None:
     for number, name in enumerate(("stdout", "stderr"), start=1):
         os.symlink(f"/proc/self/fd/{number}", f"{dev}/{name}")
     # The sandbox's own processes only; refused in some containers, then it goes without.
-    with contextlib.suppress(OSError):
-        _mount("proc", _make_dir(root, "/proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    proc = _make_dir(root, "/proc")
+    try:
+        _mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    except OSError:
+        pass
+    else:
+        _confine_proc(proc)
     os.chdir(root)
     _check(_libc.syscall(SYS_PIVOT_ROOT[os.uname().machine], b".", b"."), "pivot_root")
     _check(_libc.umount2(b".", MNT_DETACH), "umount old root")
     os.chdir("/")
     _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def _confine_proc(proc: str) -> None:
+    """What a process that runs as root (without capabilities) could still change or read
+    through /proc: read-only or masked, as container runtimes do. And no user namespace
+    inside this one: nested namespaces are kernel attack surface."""
+    _write(f"{proc}/sys/user/max_user_namespaces", b"0")
+    for name in PROC_READ_ONLY:
+        if os.path.lexists(f"{proc}/{name}"):
+            _bind(f"{proc}/{name}", f"{proc}/{name}", read_only=True)
+    for name in PROC_MASKED:
+        path = f"{proc}/{name}"
+        if os.path.isdir(path):
+            _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, "size=0")
+        elif os.path.lexists(path):
+            _mount("/dev/null", path, None, MS_BIND)
 
 
 def _bind(source: str, target: str, *, read_only: bool) -> None:
@@ -311,7 +362,8 @@ def _end_like(status: int) -> None:
     if os.WIFSIGNALED(status):
         number = os.WTERMSIG(status)
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        signal.signal(number, signal.SIG_DFL)
+        with contextlib.suppress(OSError, ValueError):  # SIGKILL's cannot change
+            signal.signal(number, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, [number])
         os.kill(os.getpid(), number)
         os._exit(128 + number)

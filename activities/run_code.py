@@ -201,7 +201,9 @@ async def _spawn(
 
     reason = f"unsupported machine {os.uname().machine}"
     if _sandbox.available():
-        layout = _sandbox.layout_for(base)
+        settings = run.deps.settings
+        hidden = [settings.data_dir, settings.files_root, Path.home(), Path.cwd()]
+        layout = _sandbox.layout_for(base, hidden)
         try:
             limits = _limits(config, "namespaces")
             transport, protocol = await start(_sandbox.enter(layout, str(workdir), limits))

@@ -373,3 +373,30 @@ async def test_without_namespaces_the_program_does_not_run_unless_allowed(
     )
     assert outcome.result["exit_code"] == 0 and outcome.result["network_isolated"] is False
     assert any("no sandbox" in entry.message for entry in outcome.logs)
+
+
+async def test_the_kernel_stays_out_of_reach(harness: ActionHarness) -> None:
+    """Even as root (without capabilities) the program changes no kernel setting, reads no
+    kernel memory and makes no namespace of its own."""
+    code = (
+        "import ctypes, json, os\n"
+        "tried = {}\n"
+        "for path in ('/proc/sys/kernel/core_pattern', '/proc/sysrq-trigger'):\n"
+        "    try:  # opening for writing says enough; nothing is written\n"
+        "        os.close(os.open(path, os.O_WRONLY))\n"
+        "        tried[path] = 'written'\n"
+        "    except OSError as error:\n"
+        "        tried[path] = type(error).__name__\n"
+        "try:\n"
+        "    tried['kcore'] = len(open('/proc/kcore', 'rb').read(16))\n"
+        "except OSError as error:\n"
+        "    tried['kcore'] = type(error).__name__\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "tried['unshare'] = libc.unshare(0x10000000) == 0\n"
+        "print(json.dumps(tried))\n"
+    )
+    tried = (await _result(harness, code))["output"]
+    assert tried["/proc/sys/kernel/core_pattern"] != "written", tried
+    assert tried["/proc/sysrq-trigger"] != "written", tried
+    assert tried["kcore"] in (0, "PermissionError", "FileNotFoundError", "OSError"), tried
+    assert tried["unshare"] is False, "a nested user namespace was made"
