@@ -225,6 +225,7 @@ async def _reconcile(settings: Settings) -> None:
         "deleted": report.deleted,
         "settled": report.settled,
         "swept": report.previews,
+        "failed": report.failed,
     }
     print(", ".join(f"{verb} {len(ids)}" for verb, ids in lists.items()))
     for verb, ids in lists.items():
@@ -285,19 +286,18 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
 def temporal_dev_server(command: list[str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """Run the dev server in its own process group while the block runs; it also stops when
     this process dies."""
-    log_file = open(log_path, "ab")
-    process = subprocess.Popen(
-        command,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        preexec_fn=_die_with_parent(os.getpid()),
-    )
-    try:
-        yield process
-    finally:
-        _stop_process_group(process)
-        log_file.close()
+    with open(log_path, "ab") as log_file:
+        process = subprocess.Popen(
+            command,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent(os.getpid()),
+        )
+        try:
+            yield process
+        finally:
+            _stop_process_group(process)
 
 
 def _stop_process_group(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
@@ -352,25 +352,39 @@ def _require_free_ports(ports: dict[str, tuple[str, int]]) -> None:
 
 
 def _stop_leftover_server(data_dir: Path) -> None:
-    """A dev server of this data dir left by a crash is stopped, not attached to."""
+    """A dev server of this data dir left by a crash is stopped, not attached to; one whose
+    `cronpilot dev` still runs is another's, and this one refuses to start."""
     pid_file = data_dir / "temporal.pid"
     try:
-        pid = int(pid_file.read_text().strip())
+        pid, *owner = (int(part) for part in pid_file.read_text().split())
         command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (OSError, ValueError):
         return
     ours = b"start-dev" in command and str(data_dir / "temporal.db").encode() in command
     if not ours:
         return
+    if owner and owner[0] != os.getpid() and _alive(owner[0]):
+        sys.exit(
+            f"cronpilot: another `cronpilot dev` (pid {owner[0]}) runs with this data dir "
+            f"({data_dir}); stop it first, or pass another --data-dir"
+        )
     print(f"cronpilot: stopping a Temporal dev server left over from an earlier run (pid {pid})")
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    for _ in range(100):
-        if not Path(f"/proc/{pid}").exists():
+    for signum, seconds in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+        deadline = time.monotonic() + seconds
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not _alive(pid):
             return
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def _dev_settings(args: argparse.Namespace) -> Settings:
@@ -448,7 +462,7 @@ async def _run_dev(
             process = stack.enter_context(
                 temporal_dev_server(command, settings.data_dir / "temporal.log")
             )
-            _write_private(settings.data_dir / "temporal.pid", f"{process.pid}\n")
+            _write_private(settings.data_dir / "temporal.pid", f"{process.pid} {os.getpid()}\n")
         client = await _wait_for_temporal(settings, process)
         await _migrate(settings)
         key = await _ensure_dev_key(settings)

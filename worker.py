@@ -20,7 +20,7 @@ from api.scheduling import ensure_retention_schedule
 from schema.db import create_engine, create_sessionmaker
 from schema.settings import Settings, get_settings
 from schema.temporal import connect, ensure_search_attributes
-from schema.temporal_ids import code_queue
+from schema.temporal_ids import code_queue, wait_queue
 from workflows.history import RecordExecutionWorkflow
 from workflows.retention import RetentionWorkflow
 from workflows.task import TaskWorkflow
@@ -28,6 +28,8 @@ from workflows.task import TaskWorkflow
 log = logging.getLogger("cronpilot.worker")
 MAX_CONCURRENT_ACTIVITIES = 200
 MAX_CONCURRENT_CODE_RUNS = 8
+# Runs queued by an overlap policy, each waiting (cheaply) for the runs before it.
+MAX_WAITING_RUNS = 1000
 # Every workflow type; the replay test replays recorded histories against these.
 WORKFLOWS: list[type] = [TaskWorkflow, RecordExecutionWorkflow, RetentionWorkflow]
 
@@ -51,12 +53,19 @@ def build_workers(
                     history.record_execution_started,
                     history.record_execution_finished,
                     history.write_execution_record,
-                    history.wait_for_runs,
                     history.delete_old_executions,
                     history.settle_unrecorded_executions,
                     *action_activities(deps, "main"),
                 ],
                 max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
+            )
+        )
+        workers.append(
+            Worker(
+                client,
+                task_queue=wait_queue(task_queue),
+                activities=[history.wait_for_runs],
+                max_concurrent_activities=MAX_WAITING_RUNS,
             )
         )
     code_activities = action_activities(deps, "code")

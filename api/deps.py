@@ -38,8 +38,11 @@ class _SharedLock:
                 self._shared += 1
             else:
                 self._waiting += 1
-                await self._changed.wait_for(lambda: not (self._exclusive or self._shared))
-                self._waiting -= 1
+                try:
+                    await self._changed.wait_for(lambda: not (self._exclusive or self._shared))
+                finally:
+                    self._waiting -= 1  # also when the request is cancelled while it waits
+                    self._changed.notify_all()
                 self._exclusive = True
         try:
             yield

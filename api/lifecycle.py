@@ -2,8 +2,8 @@
 
 Callers hold the task's row lock (``crud.lock_task``) and commit afterwards, so one task's
 changes happen one at a time and the last writer's state is the state of both the row and
-the schedule. If the commit fails after Temporal changed, reconcile brings the schedule
-back in line with the row.
+the schedule. If the commit fails after Temporal changed, the next reconcile (at start, then
+every ten minutes) brings the schedule back in line with the row.
 """
 
 from __future__ import annotations
@@ -67,7 +67,6 @@ async def create(
     require_future_run(spec, utcnow())
     task = await crud.create_task(session, user_id=user.id, spec=spec)
     await scheduling.create_schedule(client, ScheduledTask.of(task), task_queue)
-    await refresh_next_run(task, client)
     return task
 
 
@@ -105,10 +104,12 @@ async def set_paused(
     change, and recreated from the row when it went missing."""
     if task.status in ("completed", "failed"):
         raise Conflict(f"the task is {task.status}; update its schedule to run it again")
+    was_paused = task.status == "paused"
     task.status = "paused" if paused else "active"
     scheduled = ScheduledTask.of(task)
     now = utcnow()
-    if not paused and scheduled.run_at is not None and scheduled.run_at <= now:
+    past_due = not paused and scheduled.run_at is not None and scheduled.run_at <= now
+    if past_due and was_paused and not _fired(await scheduling.describe(client, task.id)):
         await settle_past_due(session, client, task_queue, task, now=now)
     else:
         await scheduling.sync_schedule(client, scheduled, task_queue, note=note)
@@ -124,6 +125,16 @@ async def delete(session: AsyncSession, client: Client, task: Task) -> None:
 
 
 # -- a one-time task whose run_at passed without its run -----------------------------------
+
+
+def _fired(description: ScheduleDescription | None) -> bool:
+    """Whether a one-time task's schedule already acted (its run may still be going, or its
+    record be on its way after a database outage): then there is nothing to catch up."""
+    if description is None:
+        return False
+    state, info = description.schedule.state, description.info
+    spent = state.limited_actions and state.remaining_actions <= 0
+    return spent or bool(info.recent_actions or info.running_actions)
 
 
 def never_fires(
@@ -201,6 +212,7 @@ async def settle_past_due(
             task_status="failed",
             next_run_at=None,
         )
+        await session.refresh(task)
     task.status = "failed"
     return "missed"
 

@@ -25,6 +25,7 @@ from schema.temporal import connect
 
 log = logging.getLogger("cronpilot.api")
 RECONCILE_RETRY_SECONDS = (1, 2, 5, 10, 30, 60)
+RECONCILE_EVERY_SECONDS = 600
 REQUESTS = Counter("cronpilot_http_requests_total", "API requests", ["method", "route", "status"])
 LATENCY = Histogram("cronpilot_http_request_seconds", "API latency", ["method", "route"])
 
@@ -78,8 +79,10 @@ class BodyLimitMiddleware:
 
 
 async def _reconcile_in_background(state: AppState) -> None:
-    """Reconcile once at start, retrying until Temporal and the database answer; readiness
-    waits for it. Changes made meanwhile are safe: reconcile takes each task's row lock."""
+    """Reconcile at start, retrying until Temporal and the database answer (readiness waits
+    for it), then every ``RECONCILE_EVERY_SECONDS``: a schedule left without its task (a
+    create that failed half-way while Temporal was down) goes once it is old enough.
+    Changes made meanwhile are safe: reconcile takes each task's row lock."""
     attempt = 0
     while True:
         try:
@@ -90,15 +93,18 @@ async def _reconcile_in_background(state: AppState) -> None:
             attempt += 1
             await asyncio.sleep(delay)
             continue
+        attempt = 0
         log.info(
-            "reconciled schedules: %d created, %d updated, %d deleted, %d one-time settled",
+            "reconciled schedules: %d created, %d updated, %d deleted, %d one-time settled, "
+            "%d failed",
             len(report.created),
             len(report.updated),
             len(report.deleted),
             len(report.settled),
+            len(report.failed),
         )
         state.reconciled.set()
-        return
+        await asyncio.sleep(RECONCILE_EVERY_SECONDS)
 
 
 def create_app(settings: Settings | None = None, temporal: Client | None = None) -> FastAPI:

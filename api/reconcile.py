@@ -38,6 +38,8 @@ class ReconcileReport:
     # One-time tasks whose run_at passed without their run: caught up or marked missed.
     settled: list[str] = field(default_factory=list)
     previews: list[str] = field(default_factory=list)
+    # Tasks it could not handle this time (logged); the next pass tries again.
+    failed: list[str] = field(default_factory=list)
 
 
 async def reconcile(
@@ -56,9 +58,13 @@ async def reconcile(
     async with sessions() as session:
         wanted = await crud.scheduled_task_ids(session)
     for task_id in sorted(wanted | existing.keys()):
-        async with sessions() as session:
-            await _reconcile_task(session, client, task_queue, task_id, orphan_grace, report)
-            await session.commit()
+        try:
+            async with sessions() as session:
+                await _reconcile_task(session, client, task_queue, task_id, orphan_grace, report)
+                await session.commit()
+        except Exception:  # one task's trouble must not stop the others
+            log.exception("reconcile of task %s failed", task_id)
+            report.failed.append(schedule_id(task_id))
     report.previews = await scheduling.sweep_previews(client, preview_grace)
     return report
 

@@ -355,7 +355,9 @@ async def runs_in_flight(
         f"{TASK_ID_ATTRIBUTE.name} = '{task_id}' AND ExecutionStatus = 'Running' "
         f"AND WorkflowType = '{TASK_WORKFLOW}'"
     )
-    async for listed in client.list_workflows(query, limit=IN_FLIGHT_LIMIT):
+    async for listed in client.list_workflows(
+        query, limit=IN_FLIGHT_LIMIT, rpc_timeout=RPC_TIMEOUT
+    ):
         candidates.setdefault(listed.id, listed.run_id)
     checks = [_in_flight(client, wid, rid) for wid, rid in candidates.items()]
     return [run for run in await asyncio.gather(*checks) if run is not None]

@@ -16,9 +16,11 @@ from sqlalchemy import (
     ColumnElement,
     Select,
     and_,
+    case,
     delete,
     exists,
     func,
+    literal,
     or_,
     select,
     text,
@@ -29,7 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schema.executions import FINAL_STATUSES, ExecutionFinished, ExecutionStarted
-from schema.orm import ApiKey, Secret, Task, TaskExecution, User, utcnow
+from schema.orm import ApiKey, Secret, Task, TaskExecution, User, UtcDateTime, utcnow
 from schema.tasks import TaskSpec
 
 API_KEY_PREFIX = "cp_"
@@ -184,7 +186,7 @@ async def lock_task(
     changes (its row and its schedule) happen one at a time, across processes. A shared
     lock (for starting a run) excludes changes but not other shared holders.
 
-    PostgreSQL locks the row (``FOR UPDATE``, or ``FOR SHARE``). SQLite has one writer at a
+    PostgreSQL locks the row (``FOR NO KEY UPDATE``, or ``FOR SHARE``). SQLite has one writer at a
     time: a write that changes nothing takes its lock, waiting for the busy timeout; it must
     be the transaction's first write, which it is when the caller calls this first. SQLite
     has no shared row lock: a shared holder there relies on the API's in-process lock.
@@ -194,7 +196,9 @@ async def lock_task(
         await session.execute(update(Task).where(Task.id == task_id).values(status=Task.status))
     query = select(Task).where(Task.id == task_id)
     if not sqlite:
-        query = query.with_for_update(read=shared)
+        # NO KEY UPDATE: the task's history rows (whose foreign key only needs the key to
+        # stay) are still written meanwhile.
+        query = query.with_for_update(read=shared, key_share=not shared)
     if user_id is not None:
         query = query.where(Task.user_id == user_id)
     return await session.scalar(query.execution_options(populate_existing=True))
@@ -340,9 +344,13 @@ async def count_run(
     next_run_at: datetime | None | Unchanged,
 ) -> None:
     """Move a task's denormalised fields after one of its runs finished."""
+    # A record written late (after a database outage) must not move them backwards.
+    newer = or_(Task.last_run_at.is_(None), Task.last_run_at <= finished_at)
     values: dict[str, Any] = {
-        "last_run_at": finished_at,
-        "last_status": status,
+        "last_run_at": case(
+            (newer, literal(finished_at, type_=UtcDateTime())), else_=Task.last_run_at
+        ),
+        "last_status": case((newer, status), else_=Task.last_status),
         "run_count": Task.run_count + 1,
         "failure_count": Task.failure_count + (1 if status in ("failed", "timed_out") else 0),
     }
@@ -350,7 +358,9 @@ async def count_run(
         values["next_run_at"] = next_run_at
     if task_status:
         values["status"] = task_status
-    await session.execute(update(Task).where(Task.id == task_id).values(**values))
+    statement = update(Task).where(Task.id == task_id).values(**values)
+    # Loaded rows are not touched: a caller that shows the task refreshes it.
+    await session.execute(statement.execution_options(synchronize_session=False))
 
 
 async def list_executions(

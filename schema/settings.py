@@ -93,8 +93,9 @@ class Settings(BaseSettings):
     )
     worker_queues: Literal["all", "main", "code"] = Field(
         "all",
-        description="What `cronpilot worker` serves: `main` (workflows and actions), `code` "
-        "(only `run_code`, for isolated workers) or `all`.",
+        description="What `cronpilot worker` serves: `main` (workflows, history and actions, "
+        "and `<TASK_QUEUE>-wait` where queued runs wait), `code` (only `run_code`, on "
+        "`<TASK_QUEUE>-code`, for isolated workers) or `all`.",
     )
     run_code_enabled: bool = Field(True, description="Allow the `run_code` action.")
     run_code_require_isolation: bool = Field(

@@ -29,6 +29,7 @@ RETENTION_WORKFLOW = "RetentionWorkflow"
 
 # `run_code` actions run on `<task queue>-code`, so operators can isolate them.
 CODE_QUEUE_SUFFIX = "-code"
+WAIT_QUEUE_SUFFIX = "-wait"
 
 TASK_ID_ATTRIBUTE = SearchAttributeKey.for_keyword("CronpilotTaskId")
 USER_ID_ATTRIBUTE = SearchAttributeKey.for_keyword("CronpilotUserId")
@@ -80,6 +81,12 @@ def search_attributes(task_id: uuid.UUID, user_id: uuid.UUID) -> TypedSearchAttr
 
 def code_queue(task_queue: str) -> str:
     return task_queue + CODE_QUEUE_SUFFIX
+
+
+def wait_queue(task_queue: str) -> str:
+    """Where runs queued by an overlap policy wait: slots of their own, so that waiting
+    runs never take the slots of the actions they wait for."""
+    return task_queue + WAIT_QUEUE_SUFFIX
 
 
 class WebUi:

@@ -42,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         code_queue,
         record_workflow_id,
         search_attributes,
+        wait_queue,
     )
     from workflows.failures import Failure, failure_from, retry_policy_for
     from workflows.history import RecordExecutionWorkflow
@@ -80,9 +81,11 @@ MAX_PROBLEM_CHARS = 1000
 class TaskWorkflow:
     """Record the run as running, run the action with the task's retries, record the outcome.
 
-    The input is read here rather than by the SDK, so that an input this code cannot read
-    (from another version, say) fails the run visibly, recorded as ``InvalidRunInput``,
-    instead of failing its workflow task over and over."""
+    The input is read here rather than by the SDK, so that a run that starts with an input
+    this code cannot read (a schedule written by another version, say) fails visibly,
+    recorded as ``InvalidRunInput``, instead of failing its workflow task over and over.
+    (A run already in flight whose input a deploy made unreadable cannot be saved this way:
+    its history would no longer replay. Hence inputs only ever gain fields.)"""
 
     @workflow.run
     async def run(self, raw: RawValue) -> dict[str, Any]:
@@ -153,7 +156,9 @@ class TaskWorkflow:
         await workflow.execute_activity_method(
             HistoryActivities.wait_for_runs,
             runs,
+            task_queue=wait_queue(workflow.info().task_queue),
             start_to_close_timeout=WAIT_LIMIT,
+            schedule_to_close_timeout=WAIT_LIMIT,
             heartbeat_timeout=ACTION_HEARTBEAT_TIMEOUT,
             retry_policy=HISTORY_RETRY,
         )
@@ -255,7 +260,7 @@ class TaskWorkflow:
                 schedule_to_close_timeout=FINAL_RECORD_BOUND,
                 retry_policy=FINAL_RECORD_RETRY,
             )
-        except FailureError as error:  # local activities raise their failure unwrapped
+        except FailureError as error:  # as ActivityError, or its cause, or a timeout
             if is_cancelled_exception(error):
                 raise
             record_id = record_workflow_id(workflow.info().run_id)

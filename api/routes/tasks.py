@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,7 @@ from schema.tasks import (
 )
 from schema.temporal_ids import WebUi, schedule_id
 
+log = logging.getLogger("cronpilot.api")
 router = APIRouter(prefix="/api/tasks", tags=["tasks"])
 MAX_UPCOMING_RANGE = timedelta(days=366)
 
@@ -121,11 +123,15 @@ async def _locked(
     """The user's task, locked (in this process, then in the database) until the block
     commits: one task's changes go one at a time, so its row and its schedule agree."""
     async with state.task_locks.hold(task_id, shared=shared):
-        task = await crud.lock_task(session, task_id=task_id, user_id=user.id, shared=shared)
-        if task is None:
-            raise NotFound("task")
-        yield task
-        await session.commit()
+        try:
+            task = await crud.lock_task(session, task_id=task_id, user_id=user.id, shared=shared)
+            if task is None:
+                raise NotFound("task")
+            yield task
+            await session.commit()
+        except BaseException:
+            await session.rollback()  # the database lock goes with the in-process one
+            raise
 
 
 @router.post("", status_code=201)
@@ -137,9 +143,10 @@ async def create_task(
         session, state.temporal, state.settings.task_queue, user=user, spec=body
     )
     try:
+        await lifecycle.refresh_next_run(task, state.temporal)
         await session.commit()
     except BaseException:
-        # Undo the schedule; if Temporal is down too, reconcile removes the orphan later.
+        # Undo the schedule; if Temporal is down too, the periodic reconcile removes it.
         with contextlib.suppress(Exception):
             await scheduling.delete_schedule(state.temporal, task.id)
         raise
@@ -392,10 +399,15 @@ async def run_task(
                 session, state.temporal, state.settings.task_queue, task
             )
     if started.terminated:
+        # The run started: a failure here must not make a client retry it. The hourly
+        # system run settles these records anyway.
         history = HistoryActivities(state.sessions, state.temporal)
-        await history.settle_runs(
-            [RunRef(workflow_id=r.workflow_id, run_id=r.run_id) for r in started.terminated]
-        )
+        try:
+            await history.settle_runs(
+                [RunRef(workflow_id=r.workflow_id, run_id=r.run_id) for r in started.terminated]
+            )
+        except Exception:
+            log.warning("terminated runs left for the hourly settling", exc_info=True)
     ui = WebUi(state.settings.temporal_ui_url, state.settings.temporal_namespace)
     return RunStarted(
         workflow_id=started.workflow_id,

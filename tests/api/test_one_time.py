@@ -115,3 +115,21 @@ async def test_a_finished_task_stays_editable(user: ApiUser, target: HttpTarget)
         json={"schedule": {"run_at": "2020-01-01T00:00:00Z"}},
     )
     assert past.status_code == 422
+
+
+async def test_resumed_while_its_run_is_in_flight_it_runs_once(
+    user: ApiUser, target: HttpTarget
+) -> None:
+    key = uuid.uuid4().hex
+    body = one_time(f"{target.url}/slow/{key}?seconds=4", in_seconds=1)
+    body["schedule"]["catchup_window_seconds"] = 600
+    task = await user.create_task(body)
+    await target.wait_for_hits(key, 1)  # the schedule fired; the run is still going
+    assert (await user.post(f"/api/tasks/{task['id']}/pause")).status_code == 200
+    resumed = await user.post(f"/api/tasks/{task['id']}/resume")
+    assert resumed.status_code == 200, resumed.text
+    done = await eventually(lambda: _status(user, task["id"], "completed", "failed"))
+    assert done["status"] == "completed" and done["run_count"] == 1
+    await asyncio.sleep(2)
+    assert target.hits(key) == 1, "resuming started the run a second time"
+    assert len(await user.executions(task["id"])) == 1

@@ -14,7 +14,7 @@ from worker import build_workers
 
 @pytest.mark.parametrize(
     ("queues", "expected"),
-    [("all", ["q", "q-code"]), ("main", ["q"]), ("code", ["q-code"])],
+    [("all", ["q", "q-wait", "q-code"]), ("main", ["q", "q-wait"]), ("code", ["q-code"])],
 )
 async def test_worker_queues(
     temporal: Client,
