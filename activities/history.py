@@ -59,32 +59,18 @@ class HistoryActivities:
         """Insert the running row (a no-op when the run is already recorded); fails at once
         and for good (``DatabaseUnavailable``) when the database cannot be reached, since
         the final record, written or handed over later, makes it moot."""
-        if time.monotonic() < self._unavailable_until:
-            raise _unavailable("the database did not answer a moment ago")
-        try:
-            async with self._database():
-                async with self.sessions.begin() as session:
-                    if await session.get(Task, record.task_id) is None:
-                        activity.logger.info("task %s is gone; not recording", record.task_id)
-                        return
-                    await crud.record_started(session, record)
-        except Exception as error:
-            if is_unavailable(error):
-                raise _unavailable(f"{type(error).__name__}: {error}") from error
-            raise
+        async with self._now_or_never(), self.sessions.begin() as session:
+            if await session.get(Task, record.task_id) is None:
+                activity.logger.info("task %s is gone; not recording", record.task_id)
+                return
+            await crud.record_started(session, record)
 
     @activity.defn
     async def record_execution_finished(self, record: ExecutionFinished) -> None:
         """The final record, written within the run: fails at once and non-retryably
         (``DatabaseUnavailable``) when the database cannot be reached."""
-        if time.monotonic() < self._unavailable_until:
-            raise _unavailable("the database did not answer a moment ago")
-        try:
+        async with self._now_or_never():
             await self.write_execution_record(record)
-        except Exception as error:
-            if is_unavailable(error):
-                raise _unavailable(f"{type(error).__name__}: {error}") from error
-            raise
 
     @activity.defn
     async def write_execution_record(self, record: ExecutionFinished) -> None:
@@ -132,6 +118,20 @@ class HistoryActivities:
             if task is not None and task.status in ("completed", "failed"):
                 if _same_run_at(task, record):
                     await scheduling.delete_schedule(self.client, record.task_id)
+
+    @contextlib.asynccontextmanager
+    async def _now_or_never(self) -> AsyncIterator[None]:
+        """For the writes a run waits for: fail at once, and for good (a non-retryable
+        ``DatabaseUnavailable``), while the database cannot be reached."""
+        if time.monotonic() < self._unavailable_until:
+            raise _unavailable("the database did not answer a moment ago")
+        try:
+            async with self._database():
+                yield
+        except Exception as error:
+            if is_unavailable(error):
+                raise _unavailable(f"{type(error).__name__}: {error}") from error
+            raise
 
     @contextlib.asynccontextmanager
     async def _database(self) -> AsyncIterator[None]:

@@ -62,6 +62,14 @@ def bounds_problems(data: Any) -> list[tuple[tuple[str | int, ...], str, Any]]:
     return []
 
 
+def bounded(title: str, data: Any) -> Any:
+    """``data`` as it is, or a located ValidationError when it is out of bounds."""
+    problems = bounds_problems(data)
+    if problems:
+        raise invalid(title, problems)
+    return data
+
+
 def invalid(title: str, problems: list[tuple[tuple[str | int, ...], str, Any]]) -> ValidationError:
     """A ValidationError with one located message per problem (pydantic nests the locations)."""
     details: list[InitErrorDetails] = [
@@ -213,10 +221,7 @@ class TaskCreate(TaskSpec):
     @model_validator(mode="before")
     @classmethod
     def _bounded(cls, data: Any) -> Any:
-        problems = bounds_problems(data)
-        if problems:
-            raise invalid("TaskCreate", problems)
-        return data
+        return bounded("TaskCreate", data)
 
 
 class TaskUpdate(BaseModel):
@@ -227,10 +232,7 @@ class TaskUpdate(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _bounded(cls, data: Any) -> Any:
-        problems = bounds_problems(data)
-        if problems:
-            raise invalid("TaskUpdate", problems)
-        return data
+        return bounded("TaskUpdate", data)
 
     name: str | None = None
     description: str | None = None
