@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
@@ -27,6 +28,7 @@ from workflows.task import TaskWorkflow
 
 log = logging.getLogger("cronpilot.worker")
 MAX_CONCURRENT_ACTIVITIES = 200
+LIVE_LOG_INTERVAL = timedelta(seconds=1)
 MAX_CONCURRENT_CODE_RUNS = 8
 # Runs queued by an overlap policy, each waiting (cheaply) for the runs before it.
 MAX_WAITING_RUNS = 1000
@@ -58,6 +60,8 @@ def build_workers(
                     *action_activities(deps, "main"),
                 ],
                 max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
+                # Heartbeats carry an action's log: a running execution shows it this late.
+                max_heartbeat_throttle_interval=LIVE_LOG_INTERVAL,
             )
         )
         workers.append(
@@ -76,6 +80,7 @@ def build_workers(
                 task_queue=code_queue(task_queue),
                 activities=code_activities,
                 max_concurrent_activities=MAX_CONCURRENT_CODE_RUNS,
+                max_heartbeat_throttle_interval=LIVE_LOG_INTERVAL,
             )
         )
     return workers, deps

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,10 +11,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.scheduling import ScheduleRefused
 from schema.crud import InvalidCursor
 
 log = logging.getLogger("cronpilot.api")
@@ -71,6 +75,7 @@ def problem_response(
     detail: str,
     errors: Sequence[dict[str, Any]] = (),
     headers: dict[str, str] | None = None,
+    correlation_id: str | None = None,
 ) -> JSONResponse:
     body: dict[str, Any] = {
         "type": "about:blank",
@@ -80,7 +85,57 @@ def problem_response(
     }
     if status == 422:
         body["errors"] = list(errors)
+    if correlation_id:
+        body["correlation_id"] = correlation_id
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def internal_error(error: BaseException) -> JSONResponse:
+    """A 500 whose body and log line share a correlation id; the trace is only logged."""
+    correlation_id = uuid.uuid4().hex
+    log.error("unexpected error [correlation_id=%s]", correlation_id, exc_info=error)
+    return problem_response(
+        500,
+        f"unexpected error; it has been logged with correlation id {correlation_id}",
+        correlation_id=correlation_id,
+    )
+
+
+def connection_lost(error: BaseException) -> bool:
+    """Whether a database error means the database cannot be reached (or is too busy)."""
+    if isinstance(error, PoolTimeout | ConnectionError | TimeoutError):
+        return True
+    if isinstance(error, DBAPIError):
+        return error.connection_invalidated or isinstance(error, OperationalError)
+    return False
+
+
+class CatchAllMiddleware:
+    """Unexpected errors become a 500 problem here, inside the server's own error handling,
+    so the connection stays usable for the client's next request (Starlette's outermost
+    handler re-raises, and the server then drops the keep-alive connection)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def _send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, _send)
+        except Exception as error:
+            if started:
+                raise  # too late for a response of our own
+            await internal_error(error)(scope, receive, send)
 
 
 def validation_errors(
@@ -116,6 +171,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _cursor(_: Request, error: InvalidCursor) -> JSONResponse:
         return problem_response(422, str(error), [{"loc": ["query", "cursor"], "msg": str(error)}])
 
+    @app.exception_handler(ScheduleRefused)
+    async def _refused(_: Request, error: ScheduleRefused) -> JSONResponse:
+        message = f"Temporal refused this schedule: {error}"
+        return problem_response(422, message, [{"loc": ["body", "schedule"], "msg": message}])
+
     @app.exception_handler(HTTPException)
     async def _http(_: Request, error: HTTPException) -> JSONResponse:
         headers = dict(error.headers or {})
@@ -126,16 +186,16 @@ def install_error_handlers(app: FastAPI) -> None:
         log.warning("Temporal call failed: %s (%s)", error.message, error.status)
         if error.status in UNAVAILABLE_RPC:
             return problem_response(503, "Temporal is unreachable; try again shortly")
-        return problem_response(500, "Temporal refused the request")
+        return internal_error(error)
 
-    @app.exception_handler(OperationalError)
     @app.exception_handler(DBAPIError)
+    @app.exception_handler(PoolTimeout)
     @app.exception_handler(ConnectionError)
     async def _database(_: Request, error: Exception) -> JSONResponse:
-        log.warning("dependency unreachable: %r", error)
-        return problem_response(503, "the database is unreachable; try again shortly")
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, error: Exception) -> JSONResponse:
-        log.exception("unhandled error", exc_info=error)
-        return problem_response(500, "unexpected error; it has been logged")
+        if connection_lost(error):
+            log.warning("database unreachable: %s", type(error).__name__)
+            return problem_response(503, "the database is unreachable; try again shortly")
+        if isinstance(error, IntegrityError):
+            log.info("conflicting write: %s", type(error.orig).__name__)
+            return problem_response(409, "the change conflicts with another one; try again")
+        return internal_error(error)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client, ScheduleDescription
@@ -40,9 +40,13 @@ def require_available(spec: TaskSpec) -> None:
 
 
 def require_future_run(spec: TaskSpec, now: datetime) -> None:
+    """The schedule can still fire: a one-time run_at, or a recurring end_at, lies ahead."""
     schedule = spec.schedule
     if spec.type == "one_time" and schedule and schedule.run_at and schedule.run_at <= now:
         raise Invalid([{"loc": ["body", "schedule", "run_at"], "msg": "must be in the future"}])
+    if spec.type == "recurring" and schedule and schedule.end_at and schedule.end_at <= now:
+        message = "must be in the future: a schedule that ended never fires"
+        raise Invalid([{"loc": ["body", "schedule", "end_at"], "msg": message}])
 
 
 async def refresh_next_run(task: Task, client: Client) -> None:
@@ -106,6 +110,7 @@ async def set_paused(
         raise Conflict(f"the task is {task.status}; update its schedule to run it again")
     was_paused = task.status == "paused"
     task.status = "paused" if paused else "active"
+    task.updated_at = utcnow()
     scheduled = ScheduledTask.of(task)
     now = utcnow()
     past_due = not paused and scheduled.run_at is not None and scheduled.run_at <= now
@@ -231,6 +236,7 @@ def _duration(delta: timedelta) -> str:
 
 @dataclass
 class RunStarted:
+    execution_id: uuid.UUID
     workflow_id: str
     run_id: str
     terminated: list[RunInFlight]
@@ -242,7 +248,14 @@ def overlap_of(task: Task) -> str:
 
 
 async def run_now(
-    session: AsyncSession, client: Client, task_queue: str, task: Task, *, shared: bool = False
+    session: AsyncSession,
+    client: Client,
+    task_queue: str,
+    task: Task,
+    *,
+    shared: bool = False,
+    payload: Any = None,
+    rerun_of: uuid.UUID | None = None,
 ) -> RunStarted:
     """Start a run now (trigger ``manual``), honouring the task's overlap policy against the
     runs in flight, scheduled or manual: ``skip`` refuses (409); ``buffer_one`` and
@@ -280,6 +293,7 @@ async def run_now(
                 await scheduling.cancel_runs(client, in_flight)
             wait_for = in_flight
     workflow_id = manual_workflow_id(task.id)
+    execution_id = uuid.uuid4()
     run_id = await scheduling.start_run(
         client,
         scheduled,
@@ -288,12 +302,15 @@ async def run_now(
         trigger="manual",
         scheduled_at=datetime.now(UTC),
         wait_for=wait_for,
+        execution_id=execution_id,
+        payload=payload,
+        rerun_of=rerun_of,
     )
     assert run_id is not None
     if not shared:  # allow_all never looks at it
         task.last_manual_workflow_id, task.last_manual_run_id = workflow_id, run_id
         await session.flush()
-    return RunStarted(workflow_id, run_id, terminated)
+    return RunStarted(execution_id, workflow_id, run_id, terminated)
 
 
 def _queued(in_flight: list[RunInFlight]) -> bool:

@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
 
 from api.deps import AppState
-from api.errors import install_error_handlers, problem_response
+from api.errors import CatchAllMiddleware, install_error_handlers, problem_response
 from api.reconcile import reconcile
 from api.routes import executions, health, me, secrets, stats, tasks
 from schema.db import create_engine, create_sessionmaker
@@ -133,6 +133,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(CatchAllMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
 
     @app.middleware("http")

@@ -10,9 +10,10 @@ move together.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -70,6 +71,7 @@ OVERLAP = {
     "allow_all": ScheduleOverlapPolicy.ALLOW_ALL,
 }
 UPCOMING_CONCURRENCY = 16
+PREVIEW_DAYS = 400  # how far validation looks for the next runs
 IN_FLIGHT_LIMIT = 100
 
 
@@ -222,15 +224,30 @@ async def next_run_at(client: Client, task_id: uuid.UUID) -> datetime | None:
     return next_action_at(description) if description else None
 
 
+class ScheduleRefused(Exception):
+    """Temporal refused a schedule as invalid (the API answers a located 422)."""
+
+
+@contextlib.contextmanager
+def _refusals() -> Iterator[None]:
+    try:
+        yield
+    except RPCError as error:
+        if error.status == RPCStatusCode.INVALID_ARGUMENT:
+            raise ScheduleRefused(error.message) from error
+        raise
+
+
 async def create_schedule(
     client: Client, task: ScheduledTask, task_queue: str, *, note: str | None = None
 ) -> None:
-    await client.create_schedule(
-        schedule_id(task.task_id),
-        schedule_for_task(task, task_queue, note=note),
-        search_attributes=search_attributes(task.task_id, task.user_id),
-        rpc_timeout=RPC_TIMEOUT,
-    )
+    with _refusals():
+        await client.create_schedule(
+            schedule_id(task.task_id),
+            schedule_for_task(task, task_queue, note=note),
+            search_attributes=search_attributes(task.task_id, task.user_id),
+            rpc_timeout=RPC_TIMEOUT,
+        )
 
 
 async def sync_schedule(
@@ -255,7 +272,8 @@ async def sync_schedule(
     handle = client.get_schedule_handle(schedule_id(task.task_id))
     for _ in range(2):
         try:
-            await handle.update(_replace, rpc_timeout=RPC_TIMEOUT)
+            with _refusals():
+                await handle.update(_replace, rpc_timeout=RPC_TIMEOUT)
             return
         except RPCError as error:
             if error.status != RPCStatusCode.NOT_FOUND:
@@ -301,6 +319,9 @@ async def start_run(
     scheduled_at: datetime,
     wait_for: Sequence[RunInFlight] = (),
     once: bool = False,
+    execution_id: uuid.UUID | None = None,
+    payload: Any = None,
+    rerun_of: uuid.UUID | None = None,
 ) -> str | None:
     """Start one run of the task outside its schedule (so it works while paused); its run
     id, or None when ``once`` and a run with that workflow id was already started."""
@@ -312,6 +333,9 @@ async def start_run(
             "trigger": trigger,
             "scheduled_at": scheduled_at,
             "wait_for": [RunRef(workflow_id=r.workflow_id, run_id=r.run_id) for r in wait_for],
+            "execution_id": execution_id,
+            "payload": payload,
+            "rerun_of": rerun_of,
         }
     )
     try:
@@ -475,12 +499,13 @@ async def preview(client: Client, spec: TaskSpec, task_queue: str, now: datetime
         return Preview([schedule.run_at.astimezone(UTC)])
     task = ScheduledTask(uuid.UUID(int=0), uuid.UUID(int=0), spec, now, paused=True)
     preview_id = f"{PREVIEW_PREFIX}{uuid.uuid4()}"
-    await client.create_schedule(
-        preview_id, schedule_for_task(task, task_queue), rpc_timeout=RPC_TIMEOUT
-    )
+    with _refusals():
+        await client.create_schedule(
+            preview_id, schedule_for_task(task, task_queue), rpc_timeout=RPC_TIMEOUT
+        )
     try:
         next_runs: list[datetime] = []
-        for horizon in (timedelta(days=2), timedelta(days=40), timedelta(days=400)):
+        for horizon in (timedelta(days=2), timedelta(days=40), timedelta(days=PREVIEW_DAYS)):
             next_runs = await matching_times(client, preview_id, now, now + horizon)
             if len(next_runs) >= 5:
                 break

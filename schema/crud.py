@@ -24,11 +24,13 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    tuple_,
     type_coerce,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import defer
 
 from schema.executions import FINAL_STATUSES, ExecutionFinished, ExecutionStarted
 from schema.orm import ApiKey, Secret, Task, TaskExecution, User, UtcDateTime, utcnow
@@ -115,18 +117,31 @@ async def user_for_api_key(session: AsyncSession, *, key: str) -> User | None:
 # -- keyset pagination ------------------------------------------------------------------
 
 
+MAX_CURSOR_LENGTH = 200
+
+
 def encode_cursor(at: datetime, row_id: uuid.UUID) -> str:
     raw = json.dumps([at.isoformat(), str(row_id)]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """A cursor this server handed out: ``[aware ISO timestamp, UUID]``; InvalidCursor else."""
+    if len(cursor) > MAX_CURSOR_LENGTH:
+        raise InvalidCursor("invalid cursor: too long")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        at, row_id = json.loads(raw)
-        return datetime.fromisoformat(at), uuid.UUID(row_id)
-    except (ValueError, TypeError) as error:
+        decoded = json.loads(raw)
+        match decoded:
+            case [str(at_text), str(id_text)]:
+                at, row_id = datetime.fromisoformat(at_text), uuid.UUID(id_text)
+            case _:
+                raise ValueError("not a pair")
+    except (ValueError, TypeError, RecursionError) as error:
         raise InvalidCursor("invalid cursor") from error
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise InvalidCursor("invalid cursor: its timestamp has no offset")
+    return at, row_id
 
 
 def _page(
@@ -134,7 +149,8 @@ def _page(
 ) -> Select[Any]:
     if cursor:
         at, row_id = decode_cursor(cursor)
-        query = query.where(or_(at_column < at, and_(at_column == at, id_column < row_id)))
+        # A row-value comparison, which the (…, at, id) indexes answer as one range scan.
+        query = query.where(tuple_(at_column, id_column) < tuple_(at, row_id))
     return query.order_by(at_column.desc(), id_column.desc()).limit(limit + 1)
 
 
@@ -331,6 +347,7 @@ def _execution_values(record: ExecutionStarted) -> dict[str, Any]:
         "trigger": record.trigger,
         "scheduled_at": record.scheduled_at,
         "started_at": record.started_at,
+        "rerun_of": record.rerun_of,
     }
 
 
@@ -381,6 +398,12 @@ async def list_executions(
     if workflow_id:
         query = query.where(TaskExecution.workflow_id == workflow_id)
     page = _page(query, TaskExecution.started_at, TaskExecution.id, limit=limit, cursor=cursor)
+    # Lists never read the heavy columns; one execution's GET does.
+    page = page.options(
+        defer(TaskExecution.logs, raiseload=True),
+        defer(TaskExecution.result, raiseload=True),
+        defer(TaskExecution.steps, raiseload=True),
+    )
     rows = (await session.scalars(page)).all()
     return _split_page(rows, limit, lambda e: encode_cursor(e.started_at, e.id))
 
@@ -418,26 +441,27 @@ async def execution_counts(
     return dict((await session.execute(query)).tuples().all())
 
 
+DURATION_WINDOW = 1000  # runs the duration statistics look at, newest first
+
+
 async def duration_stats(
     session: AsyncSession, *, task_id: uuid.UUID
 ) -> tuple[float | None, int | None]:
-    """Average and 95th percentile duration of a task's finished runs, portable SQL."""
-    finished = and_(TaskExecution.task_id == task_id, TaskExecution.duration_ms.is_not(None))
-    count, average = (
-        await session.execute(
-            select(func.count(), func.avg(TaskExecution.duration_ms)).where(finished)
-        )
-    ).one()
-    if not count:
-        return None, None
-    p95 = await session.scalar(
-        select(TaskExecution.duration_ms)
-        .where(finished)
-        .order_by(TaskExecution.duration_ms)
-        .offset(min(count - 1, int(0.95 * count)))
-        .limit(1)
+    """Average and 95th percentile duration of a task's last ``DURATION_WINDOW`` finished
+    runs: read newest first along the (task_id, started_at, id) index, never the whole
+    history, however long it grows."""
+    recent = (
+        select(TaskExecution.duration_ms.label("duration_ms"))
+        .where(TaskExecution.task_id == task_id, TaskExecution.duration_ms.is_not(None))
+        .order_by(TaskExecution.started_at.desc(), TaskExecution.id.desc())
+        .limit(DURATION_WINDOW)
+        .subquery()
     )
-    return float(average), p95
+    durations = sorted((await session.scalars(select(recent.c.duration_ms))).all())
+    if not durations:
+        return None, None
+    p95 = durations[min(len(durations) - 1, int(0.95 * len(durations)))]
+    return sum(durations) / len(durations), p95
 
 
 async def task_counts(session: AsyncSession, *, user_id: uuid.UUID) -> dict[str, int]:
@@ -462,19 +486,26 @@ async def delete_executions_before(session: AsyncSession, *, cutoff: datetime, b
 async def put_secret(
     session: AsyncSession, *, user_id: uuid.UUID, name: str, value_encrypted: str
 ) -> tuple[Secret, bool]:
-    """Create or replace a user's secret; True when it is new."""
-    secret = await session.scalar(
-        select(Secret).where(Secret.user_id == user_id, Secret.name == name).with_for_update()
-    )
+    """Create or replace a user's secret in one upsert (concurrent writes of a new name all
+    succeed, the last one winning); True when this call created it."""
     now = utcnow()
-    created = secret is None
-    if secret is None:
-        secret = Secret(id=uuid.uuid4(), user_id=user_id, name=name, created_at=now)
-        session.add(secret)
-    secret.value_encrypted = value_encrypted
-    secret.updated_at = now
-    await session.flush()
-    return secret, created
+    new_id = uuid.uuid4()
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(Secret).values(
+        id=new_id,
+        user_id=user_id,
+        name=name,
+        value_encrypted=value_encrypted,
+        created_at=now,
+        updated_at=now,
+    )
+    upsert = statement.on_conflict_do_update(
+        index_elements=[Secret.user_id, Secret.name],
+        set_={"value_encrypted": value_encrypted, "updated_at": now},
+    ).returning(Secret)
+    secret = (await session.scalars(upsert, execution_options={"populate_existing": True})).one()
+    return secret, secret.id == new_id
 
 
 async def list_secrets(session: AsyncSession, *, user_id: uuid.UUID) -> Sequence[Secret]:

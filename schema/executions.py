@@ -75,6 +75,7 @@ class ExecutionStarted(BaseModel):
     scheduled_at: datetime | None
     started_at: datetime
     logs: list[LogEntry] = Field(default_factory=list)
+    rerun_of: UUID | None = None
 
 
 class ExecutionFinished(ExecutionStarted):
@@ -96,8 +97,8 @@ class ExecutionTemporal(BaseModel):
     ui_url: str
 
 
-class ExecutionPublic(BaseModel):
-    """An execution as the API returns it."""
+class ExecutionSummary(BaseModel):
+    """An execution as lists return it: without its logs, result and steps."""
 
     model_config = ConfigDict(from_attributes=True)
 
@@ -112,8 +113,14 @@ class ExecutionPublic(BaseModel):
     finished_at: datetime | None
     duration_ms: int | None
     attempts: int
-    result: Any
     error: ExecutionError | None
+    rerun_of: UUID | None = Field(None, description="The execution this one reran.")
+    temporal: ExecutionTemporal
+
+
+class ExecutionPublic(ExecutionSummary):
+    """One execution as the API returns it, in full."""
+
+    result: Any
     logs: list[LogEntry]
     steps: list[dict[str, Any]]
-    temporal: ExecutionTemporal

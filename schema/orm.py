@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -150,12 +151,20 @@ class TaskExecution(Base):
     error: Mapped[dict[str, Any] | None] = mapped_column(JsonColumn)
     logs: Mapped[list[dict[str, Any]]] = mapped_column(JsonColumn, default=list)
     steps: Mapped[list[dict[str, Any]]] = mapped_column(JsonColumn, default=list)
+    rerun_of: Mapped[uuid.UUID | None]
 
     __table_args__ = (
         UniqueConstraint("workflow_id", "run_id", name="uq_task_executions_workflow_run"),
         # A task's history, newest first, optionally by status; retention by age.
         Index("ix_task_executions_task_started", "task_id", "started_at", "id"),
-        Index("ix_task_executions_task_status_started", "task_id", "status", "started_at"),
-        Index("ix_task_executions_user_started", "user_id", "started_at"),
+        Index("ix_task_executions_task_status_started", "task_id", "status", "started_at", "id"),
+        Index("ix_task_executions_user_started", "user_id", "started_at", "id"),
+        # Runs in flight (the hourly settling, overlap checks) without scanning history.
+        Index(
+            "ix_task_executions_running",
+            "started_at",
+            postgresql_where=text("status = 'running'"),
+            sqlite_where=text("status = 'running'"),
+        ),
         Index("ix_task_executions_started", "started_at"),
     )

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -21,7 +20,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from schema.actions import Action, StrictModel
-from schema.cron import CronError, parse_cron
+from schema.cron import CronError, never_fires, parse_cron
 
 TaskType = Literal["one_time", "recurring", "trigger"]
 TaskStatus = Literal["active", "paused", "completed", "failed"]
@@ -34,6 +33,30 @@ NotifyOn = Literal["failure", "success", "always"]
 # Every layer (pydantic, Temporal's payloads, the databases' JSON) decodes far more than this.
 MAX_JSON_DEPTH = 32
 MAX_TASK_BYTES = 512 * 1024
+# Temporal's calendars end with 2100; instants outside these bounds are refused.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 12, 31, 23, 59, 59, tzinfo=UTC)
+# Names the tz database carries that are not zones: aliases of the host's zone, or
+# variants of the whole database.
+NOT_ZONES = {"Factory", "localtime", "posixrules"}
+
+
+def canonical_zone(name: str) -> bool:
+    """An IANA zone name (``Europe/Berlin``, ``UTC``, ``US/Eastern``), not a host alias."""
+    return (
+        name not in NOT_ZONES
+        and not name.startswith(("posix/", "right/", "/"))
+        and name in _zones()
+    )
+
+
+_ZONES: set[str] = set()
+
+
+def _zones() -> set[str]:
+    if not _ZONES:
+        _ZONES.update(available_timezones())
+    return _ZONES
 
 
 def bounds_problems(data: Any) -> list[tuple[tuple[str | int, ...], str, Any]]:
@@ -47,11 +70,17 @@ def bounds_problems(data: Any) -> list[tuple[tuple[str | int, ...], str, Any]]:
             message = f"nested deeper than {MAX_JSON_DEPTH} levels (counted from the task)"
             return [(path, message, None)]
         if isinstance(node, dict):
+            for key in node:
+                if isinstance(key, str) and "\x00" in key:
+                    return [((*path, key), "a key may not contain a NUL character", None)]
             stack.extend((value, (*path, str(key))) for key, value in node.items())
         elif isinstance(node, list):
             stack.extend((value, (*path, index)) for index, value in enumerate(node))
-        elif isinstance(node, str) and len(node) > largest[0]:
-            largest = (len(node), path)
+        elif isinstance(node, str):
+            if "\x00" in node:
+                return [(path, "may not contain a NUL character", None)]
+            if len(node) > largest[0]:
+                largest = (len(node), path)
     size = len(json.dumps(data, ensure_ascii=False, default=str).encode())
     if size > MAX_TASK_BYTES:
         message = (
@@ -79,15 +108,35 @@ def invalid(title: str, problems: list[tuple[tuple[str | int, ...], str, Any]]) 
     return ValidationError.from_exception_data(title, details)
 
 
+def _instant(value: datetime, zone: str) -> datetime:
+    """``value`` in UTC, read in ``zone`` when it has no offset; ValueError out of bounds."""
+    if not EARLIEST.year <= value.year <= LATEST.year:
+        raise ValueError(f"must be between {EARLIEST.isoformat()} and {LATEST.isoformat()}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        value = value.replace(tzinfo=ZoneInfo(zone))
+    utc = value.astimezone(UTC)
+    if not EARLIEST <= utc <= LATEST:
+        raise ValueError(f"must be between {EARLIEST.isoformat()} and {LATEST.isoformat()}")
+    return utc
+
+
 class ScheduleSpec(StrictModel):
     """When a one-time or recurring task fires."""
 
-    run_at: AwareDatetime | None = Field(None, description="one_time: the instant, with offset.")
+    run_at: datetime | None = Field(
+        None,
+        description="one_time: the instant. Without an offset it is read in `timezone`; "
+        "it comes back in UTC. At most 2100-12-31T23:59:59Z.",
+    )
     cron: str | None = Field(None, description="recurring: 5-field cron, XOR interval_seconds.")
     interval_seconds: int | None = Field(None, ge=1, le=366 * 86400)
     timezone: str = Field("UTC", description="IANA time zone of the cron expression.")
-    start_at: AwareDatetime | None = None
-    end_at: AwareDatetime | None = None
+    start_at: datetime | None = Field(
+        None, description="Read like run_at; between 1970 and 2100; comes back in UTC."
+    )
+    end_at: datetime | None = Field(
+        None, description="Read like run_at; between 1970 and 2100; comes back in UTC."
+    )
     jitter_seconds: int = Field(0, ge=0, le=86400)
     overlap: OverlapPolicy = "skip"
     catchup_window_seconds: int = Field(60, ge=10, le=366 * 86400)
@@ -99,6 +148,8 @@ class ScheduleSpec(StrictModel):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown IANA time zone {value!r}") from None
+        if not canonical_zone(value):
+            raise ValueError(f"{value!r} is not an IANA zone name (say Europe/Berlin or UTC)")
         return value
 
     @field_validator("cron")
@@ -107,13 +158,26 @@ class ScheduleSpec(StrictModel):
         if value is None:
             return None
         try:
-            parse_cron(value)
+            reason = never_fires(parse_cron(value))
         except CronError as error:
             raise ValueError(str(error)) from None
+        if reason:
+            raise ValueError(reason)
         return " ".join(value.split())
 
     @model_validator(mode="after")
     def _window(self) -> ScheduleSpec:
+        problems: list[tuple[tuple[str | int, ...], str, Any]] = []
+        for name in ("run_at", "start_at", "end_at"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            try:
+                setattr(self, name, _instant(value, self.timezone))
+            except ValueError as error:
+                problems.append(((name,), str(error), value))
+        if problems:
+            raise invalid("ScheduleSpec", problems)
         if self.start_at and self.end_at and self.end_at <= self.start_at:
             raise invalid("ScheduleSpec", [(("end_at",), "must be after start_at", self.end_at)])
         return self
@@ -294,3 +358,7 @@ class TaskRunInput(BaseModel):
     scheduled_at: datetime | None = None
     # Runs to wait for before the action (run now under a buffer or cancel_other policy).
     wait_for: list[RunRef] = Field(default_factory=list)
+    # Set by the API when it starts a run, so it can answer with the execution's id.
+    execution_id: UUID | None = None
+    # The execution a rerun repeats.
+    rerun_of: UUID | None = None

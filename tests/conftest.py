@@ -8,6 +8,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,6 +27,7 @@ from schema import crud
 from schema.db import create_engine, create_sessionmaker
 from schema.migrate import upgrade
 from schema.settings import Settings
+from schema.temporal import ensure_search_attributes
 from tests.fixtures import histories
 from tests.fixtures.actions import ActionHarness
 from tests.fixtures.fake_anthropic import FakeAnthropic
@@ -247,10 +249,17 @@ class ApiUser:
         return task
 
     async def executions(self, task_id: str, **params: Any) -> list[dict[str, Any]]:
+        """A task's executions in full: the list (which leaves out logs, result and steps),
+        then each one read on its own."""
         response = await self.get(f"/api/tasks/{task_id}/executions", params=params)
         assert response.status_code == 200, response.text
-        items: list[dict[str, Any]] = response.json()["items"]
-        return items
+        full = []
+        for item in response.json()["items"]:
+            assert not {"logs", "result", "steps"} & set(item)
+            one = await self.get(f"/api/executions/{item['id']}")
+            assert one.status_code == 200, one.text
+            full.append(one.json())
+        return full
 
 
 @pytest.fixture
@@ -307,3 +316,44 @@ async def harness(
         files_root=tmp_path / "files",
     )
     return ActionHarness(settings, action_sessions, user.id)
+
+
+@dataclass
+class Installation:
+    """An API on one database, its Temporal namespace and a user's requests."""
+
+    settings: Settings
+    temporal: Client
+    sessions: async_sessionmaker[AsyncSession]
+    api: httpx.AsyncClient
+    headers: dict[str, str]
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+async def installation(
+    request: pytest.FixtureRequest,
+    settings: Settings,
+    sqlite_url: str,
+    temporal_address: str,
+) -> AsyncIterator[Installation]:
+    """PostgreSQL in the session's namespace; SQLite in a namespace of its own (one
+    installation per namespace: each reconciles every `task-*` schedule it sees)."""
+    if request.param == "sqlite":
+        settings = settings.model_copy(
+            update={"database_url": sqlite_url, "temporal_namespace": SQLITE_NAMESPACE}
+        )
+    temporal = await connect_when_up(temporal_address, settings.temporal_namespace)
+    await ensure_search_attributes(temporal)
+    engine = create_engine(settings.resolved_database_url)
+    sessions = create_sessionmaker(engine)
+    async with sessions.begin() as session:
+        user = await crud.create_user(session, name=f"race-{uuid.uuid4().hex[:8]}")
+        _, key = await crud.create_api_key(session, user_id=user.id)
+    app = create_app(settings, temporal=temporal)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cronpilot") as api:
+            yield Installation(
+                settings, temporal, sessions, api, {"Authorization": f"Bearer {key}"}
+            )
+    await engine.dispose()

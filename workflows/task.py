@@ -96,8 +96,9 @@ class TaskWorkflow:
                 f"InvalidRunInput: {problem}", type="InvalidRunInput", non_retryable=True
             )
         info = workflow.info()
+        generated = workflow.uuid4()  # always drawn: runs in flight replay the same
         started = ExecutionStarted(
-            execution_id=workflow.uuid4(),
+            execution_id=run.execution_id or generated,
             task_id=run.task_id,
             user_id=run.user_id,
             workflow_id=info.workflow_id,
@@ -107,6 +108,7 @@ class TaskWorkflow:
             or info.typed_search_attributes.get(SCHEDULED_START_ATTRIBUTE),
             started_at=info.start_time,
             logs=_queue_log(run.wait_for),
+            rerun_of=run.rerun_of,
         )
         recording = workflow.start_activity_method(
             HistoryActivities.record_execution_started,

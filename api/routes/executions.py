@@ -2,39 +2,62 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
-from typing import Annotated
+from datetime import timedelta
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import CurrentUser, SessionDep, SettingsDep
-from api.errors import NotFound
+from api import scheduling
+from api.deps import CurrentUser, SessionDep, SettingsDep, StateDep
+from api.errors import Conflict, NotFound
+from api.routes.tasks import RunStarted, start_now
 from schema import crud
-from schema.executions import ExecutionPublic, ExecutionStatus
-from schema.orm import TaskExecution
+from schema.executions import ExecutionPublic, ExecutionStatus, ExecutionSummary, LogEntry
+from schema.orm import TaskExecution, User
 from schema.settings import Settings
 from schema.temporal_ids import MISSED_RUN_ID, WebUi
 
+log = logging.getLogger("cronpilot.api")
 router = APIRouter(tags=["executions"])
+LIVE_LOG_TIMEOUT = timedelta(seconds=3)
 
 
 class ExecutionPage(BaseModel):
-    items: list[ExecutionPublic]
+    items: list[ExecutionSummary]
     next_cursor: str | None
 
 
-def execution_public(execution: TaskExecution, settings: Settings) -> ExecutionPublic:
-    """An execution row with its link into the Temporal Web UI."""
+def _ui_url(execution: TaskExecution, settings: Settings) -> str:
     ui = WebUi(settings.temporal_ui_url, settings.temporal_namespace)
     if execution.run_id == MISSED_RUN_ID:  # a run that never happened has no workflow
-        ui_url = ui.task_runs(execution.task_id)
-    else:
-        ui_url = ui.workflow(execution.workflow_id, execution.run_id)
+        return ui.task_runs(execution.task_id)
+    return ui.workflow(execution.workflow_id, execution.run_id)
+
+
+def execution_summary(execution: TaskExecution, settings: Settings) -> ExecutionSummary:
+    """An execution row as lists show it, with its link into the Temporal Web UI."""
+    fields = (c for c in ExecutionSummary.model_fields if c != "temporal")
+    return ExecutionSummary.model_validate(
+        {
+            **{c: getattr(execution, c) for c in fields},
+            "temporal": {"ui_url": _ui_url(execution, settings)},
+        }
+    )
+
+
+def execution_public(execution: TaskExecution, settings: Settings) -> ExecutionPublic:
+    """An execution row in full, with its link into the Temporal Web UI."""
+    fields = (c for c in ExecutionPublic.model_fields if c != "temporal")
     return ExecutionPublic.model_validate(
         {
-            **{c: getattr(execution, c) for c in ExecutionPublic.model_fields if c != "temporal"},
-            "temporal": {"ui_url": ui_url},
+            **{c: getattr(execution, c) for c in fields},
+            "temporal": {"ui_url": _ui_url(execution, settings)},
         }
     )
 
@@ -50,7 +73,8 @@ async def list_executions(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> ExecutionPage:
-    """A task's executions, newest first."""
+    """A task's executions, newest first, without their logs, result and steps (read one
+    execution for those)."""
     if await crud.get_task(session, user_id=user.id, task_id=task_id) is None:
         raise NotFound("task")
     rows, next_cursor = await crud.list_executions(
@@ -63,16 +87,105 @@ async def list_executions(
         cursor=cursor,
     )
     return ExecutionPage(
-        items=[execution_public(row, settings) for row in rows], next_cursor=next_cursor
+        items=[execution_summary(row, settings) for row in rows], next_cursor=next_cursor
     )
 
 
 @router.get("/api/executions/{execution_id}")
 async def read_execution(
-    execution_id: uuid.UUID, user: CurrentUser, session: SessionDep, settings: SettingsDep
+    execution_id: uuid.UUID, user: CurrentUser, session: SessionDep, state: StateDep
 ) -> ExecutionPublic:
-    """One execution with its logs, result, error and steps."""
+    """One execution with its logs, result, error and steps. A running execution shows its
+    log lines as they happen (read from its action's heartbeats in Temporal, about once a
+    second)."""
+    execution = await _owned(session, user, execution_id)
+    public = execution_public(execution, state.settings)
+    if execution.status == "running":
+        live = await _live_logs(state.temporal, execution)
+        known = {(entry.at, entry.message) for entry in public.logs}
+        public.logs.extend(entry for entry in live if (entry.at, entry.message) not in known)
+    return public
+
+
+class ExecutionAccepted(BaseModel):
+    execution_id: uuid.UUID
+    workflow_id: str
+    run_id: str
+    status: str = Field(description="`cancelling`: the run ends `cancelled` shortly.")
+
+
+@router.post("/api/executions/{execution_id}/cancel", status_code=202)
+async def cancel_execution(
+    execution_id: uuid.UUID, user: CurrentUser, session: SessionDep, state: StateDep
+) -> ExecutionAccepted:
+    """Cancel a running run: it ends `cancelled`, keeping its logs. 409 when it already
+    ended."""
+    execution = await _owned(session, user, execution_id)
+    if execution.status != "running":
+        raise Conflict(f"the execution already ended ({execution.status})")
+    handle = state.temporal.get_workflow_handle(execution.workflow_id, run_id=execution.run_id)
+    try:
+        await handle.cancel(rpc_timeout=scheduling.RPC_TIMEOUT)
+    except RPCError as error:
+        if error.status == RPCStatusCode.NOT_FOUND:  # ended meanwhile; its record follows
+            raise Conflict("the execution already ended") from error
+        raise
+    return ExecutionAccepted(
+        execution_id=execution.id,
+        workflow_id=execution.workflow_id,
+        run_id=execution.run_id,
+        status="cancelling",
+    )
+
+
+@router.post("/api/executions/{execution_id}/rerun", status_code=202)
+async def rerun_execution(
+    execution_id: uuid.UUID, user: CurrentUser, session: SessionDep, state: StateDep
+) -> RunStarted:
+    """Run the task again with that run's payload, like run now (trigger `manual`, the
+    task's overlap policy applies); the new execution's `rerun_of` is this one's id."""
+    execution = await _owned(session, user, execution_id)
+    payload = await _payload_of(state.temporal, execution)
+    task_id, rerun_of = execution.task_id, execution.id
+    await session.commit()  # ends the read: the run starts under the task's lock, anew
+    return await start_now(task_id, user, session, state, payload=payload, rerun_of=rerun_of)
+
+
+async def _owned(session: AsyncSession, user: User, execution_id: uuid.UUID) -> TaskExecution:
     execution = await crud.get_execution(session, user_id=user.id, execution_id=execution_id)
     if execution is None:
         raise NotFound("execution")
-    return execution_public(execution, settings)
+    return execution
+
+
+async def _payload_of(client: Client, execution: TaskExecution) -> Any:
+    """The payload the run started with. Scheduled and manual runs have none; a trigger's
+    run keeps it in its Temporal history, for as long as the namespace retains it."""
+    if execution.trigger in ("schedule", "manual") or execution.run_id == MISSED_RUN_ID:
+        return None
+    handle = client.get_workflow_handle(execution.workflow_id, run_id=execution.run_id)
+    try:
+        async for event in handle.fetch_history_events(rpc_timeout=scheduling.RPC_TIMEOUT):
+            payloads = event.workflow_execution_started_event_attributes.input.payloads
+            [run_input] = await client.data_converter.decode(payloads)
+            return run_input.get("payload") if isinstance(run_input, dict) else None
+    except RPCError as error:
+        if error.status != RPCStatusCode.NOT_FOUND:
+            raise
+    raise Conflict("the run's payload is no longer kept by Temporal; it cannot be rerun")
+
+
+async def _live_logs(client: Client, execution: TaskExecution) -> list[LogEntry]:
+    """Log lines a running action has heartbeated so far; none when Temporal cannot say."""
+    handle = client.get_workflow_handle(execution.workflow_id, run_id=execution.run_id)
+    try:
+        description = await handle.describe(rpc_timeout=LIVE_LOG_TIMEOUT)
+        entries: list[LogEntry] = []
+        for pending in description.raw_description.pending_activities:
+            details = await client.data_converter.decode(pending.heartbeat_details.payloads)
+            if details and isinstance(details[0], dict):
+                entries.extend(LogEntry.model_validate(e) for e in details[0].get("logs", []))
+        return entries
+    except Exception:  # the stored record is still an answer
+        log.info("no live logs for %s", execution.workflow_id, exc_info=True)
+        return []

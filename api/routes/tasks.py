@@ -8,20 +8,26 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 from cron_descriptor import get_description
 from fastapi import APIRouter, Body, Query, Response
 from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.service import RPCError
 
 from activities.history import HistoryActivities
 from api import lifecycle, scheduling
 from api.deps import AppState, CurrentUser, SessionDep, StateDep
-from api.errors import Invalid, NotFound, Problem, validation_errors
+from api.errors import Invalid, NotFound, Problem, connection_lost, validation_errors
 from schema import crud
+from schema.cron import canonical, uneven_steps
 from schema.orm import Task, User
 from schema.settings import Settings
 from schema.tasks import (
+    EARLIEST,
+    LATEST,
     RunRef,
     TaskCreate,
     TaskPublic,
@@ -35,6 +41,7 @@ from schema.temporal_ids import WebUi, schedule_id
 log = logging.getLogger("cronpilot.api")
 router = APIRouter(prefix="/api/tasks", tags=["tasks"])
 MAX_UPCOMING_RANGE = timedelta(days=366)
+NO_NUL = r"^[^\x00]*$"
 
 
 class TaskPage(BaseModel):
@@ -43,15 +50,18 @@ class TaskPage(BaseModel):
 
 
 class RunStarted(BaseModel):
+    execution_id: uuid.UUID = Field(description="Read it at GET /api/executions/{id}.")
     workflow_id: str
     run_id: str
-    ui_url: str
+    ui_url: str = Field(description="The run in the Temporal Web UI.")
 
 
 class UpcomingRun(BaseModel):
     task_id: uuid.UUID
     task_name: str
-    at: datetime
+    at: datetime = Field(description="When it fires, in UTC.")
+    local_at: datetime = Field(description="The same instant in the task's time zone.")
+    timezone: str = Field(description="The task's time zone.")
 
 
 class UpcomingRuns(BaseModel):
@@ -62,7 +72,10 @@ class ValidationReport(BaseModel):
     valid: bool
     errors: list[dict[str, Any]]
     warnings: list[str]
-    next_runs: list[datetime]
+    next_runs: list[datetime] = Field(description="The next 5 runs, in UTC.")
+    next_runs_local: list[datetime] = Field(
+        default_factory=list, description="The same runs in the schedule's time zone."
+    )
     description: str | None
 
 
@@ -160,8 +173,8 @@ async def list_tasks(
     state: StateDep,
     status: TaskStatus | None = None,
     type: TaskType | None = None,
-    tag: str | None = None,
-    q: Annotated[str | None, Query(max_length=200)] = None,
+    tag: Annotated[str | None, Query(max_length=50, pattern=NO_NUL)] = None,
+    q: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> TaskPage:
@@ -188,22 +201,45 @@ async def upcoming_runs(
     to: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> UpcomingRuns:
-    """Upcoming runs of the user's active tasks, as Temporal will fire them."""
-    start = _aware(start) or datetime.now(UTC)
-    end = _aware(to) or start + timedelta(days=7)
+    """Upcoming runs of the user's active tasks, as Temporal will fire them, each in UTC and
+    in its task's time zone. `from` defaults to now, `to` to 7 days later (366 at most);
+    both lie between 1970 and 2100, and a time without an offset is UTC."""
+    start = _bounded_instant(start, "from") or datetime.now(UTC)
+    end = _bounded_instant(to, "to") or min(start + timedelta(days=7), LATEST)
     if end <= start or end - start > MAX_UPCOMING_RANGE:
         raise Invalid([{"loc": ["query", "to"], "msg": "must be after from, within 366 days"}])
     tasks = await crud.active_tasks(session, user_id=user.id)
     runs = await scheduling.upcoming(state.temporal, tasks, start, end, limit)
-    return UpcomingRuns(
-        items=[UpcomingRun(task_id=task.id, task_name=task.name, at=at) for task, at in runs]
-    )
+    items = []
+    for task, at in runs:
+        zone = _zone_of(task)
+        items.append(
+            UpcomingRun(
+                task_id=task.id,
+                task_name=task.name,
+                at=at,
+                local_at=at.astimezone(ZoneInfo(zone)),
+                timezone=zone,
+            )
+        )
+    return UpcomingRuns(items=items)
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
+def _zone_of(task: Task) -> str:
+    schedule = crud.task_spec(task).schedule
+    return schedule.timezone if schedule else "UTC"
+
+
+def _bounded_instant(value: datetime | None, name: str) -> datetime | None:
+    """A query's instant in UTC (UTC when it has no offset), within 1970-2100."""
+    if value is None:
+        return None
+    if value.tzinfo is None or value.utcoffset() is None:
+        value = value.replace(tzinfo=UTC)
+    if EARLIEST.year <= value.year <= LATEST.year and EARLIEST <= value <= LATEST:
+        return value.astimezone(UTC)
+    message = f"must be between {EARLIEST.isoformat()} and {LATEST.isoformat()}"
+    raise Invalid([{"loc": ["query", name], "msg": message}])
 
 
 @router.post("/validate")
@@ -219,37 +255,70 @@ async def validate_task(
         lifecycle.require_available(spec)
         lifecycle.require_future_run(spec, now)
     except ValidationError as error:
+        errors = validation_errors(error.errors(), ("body",))
         return ValidationReport(
             valid=False,
-            errors=validation_errors(error.errors(), ("body",)),
-            warnings=[],
+            errors=errors,
+            warnings=_never_fires(errors),
             next_runs=[],
             description=None,
         )
     except Invalid as error:
         return ValidationReport(
-            valid=False, errors=error.errors, warnings=[], next_runs=[], description=None
+            valid=False,
+            errors=error.errors,
+            warnings=_never_fires(error.errors),
+            next_runs=[],
+            description=None,
         )
     preview = await scheduling.preview(state.temporal, spec, state.settings.task_queue, now)
+    schedule = spec.schedule
+    assert schedule is not None
+    zone = ZoneInfo(schedule.timezone)
+    warnings = list(preview.dst_warnings)
+    if schedule.cron:
+        warnings.extend(uneven_steps(schedule.cron))
+    if not preview.next_runs:
+        warnings.append(
+            f"it does not fire within the next {scheduling.PREVIEW_DAYS} days"
+            + (" before its end_at" if schedule.end_at else "")
+        )
     return ValidationReport(
         valid=True,
         errors=[],
-        warnings=preview.dst_warnings,
+        warnings=warnings,
         next_runs=preview.next_runs,
+        next_runs_local=[at.astimezone(zone) for at in preview.next_runs],
         description=_describe(spec),
     )
 
 
+def _never_fires(errors: list[dict[str, Any]]) -> list[str]:
+    """The errors that mean "this schedule never fires", repeated as warnings."""
+    return [
+        f"this schedule never fires: {error['msg']}"
+        for error in errors
+        if "never fires" in error["msg"] or "a schedule that ended" in error["msg"]
+    ]
+
+
 def _describe(spec: TaskSpec) -> str | None:
+    """The schedule in words, as Temporal will fire it; None when there are no words."""
     schedule = spec.schedule
     if schedule is None:
         return None
     if schedule.run_at:
-        return f"Once, at {schedule.run_at.isoformat()}"
+        local = schedule.run_at.astimezone(ZoneInfo(schedule.timezone))
+        return f"Once, at {local.isoformat()} ({schedule.timezone})"
     if schedule.interval_seconds:
         return f"Every {schedule.interval_seconds} seconds"
     assert schedule.cron is not None
-    return f"{get_description(schedule.cron)} ({schedule.timezone})"
+    try:
+        words = get_description(canonical(schedule.cron))
+    except Exception:  # the describer's own limits: no words rather than an error
+        log.info("no description for cron %r", schedule.cron, exc_info=True)
+        return None
+    return f"{words} ({schedule.timezone})"
 
 
 @router.post("/bulk-delete")
@@ -282,9 +351,26 @@ async def _bulk(
                 else:
                     await _set_paused(task, user, session, state, paused=operation == "pause")
             results.append(BulkResult(id=task_id, ok=True))
-        except Problem as error:
-            results.append(BulkResult(id=task_id, ok=False, error=error.detail))
+        except Exception as error:  # one id's trouble is its own: the others go on
+            results.append(BulkResult(id=task_id, ok=False, error=_bulk_error(error)))
     return BulkResults(results=results)
+
+
+def _bulk_error(error: Exception) -> str:
+    """One id's failure in a bulk operation, in the words a single request would use."""
+    if isinstance(error, Problem):
+        return error.detail
+    if isinstance(error, scheduling.ScheduleRefused):
+        return f"Temporal refused this schedule: {error}"
+    if isinstance(error, RPCError):
+        return f"Temporal: {error.message}"
+    if connection_lost(error):
+        return "the database is unreachable; try again shortly"
+    if isinstance(error, DBAPIError):
+        return f"database error: {type(error.orig).__name__}"
+    correlation_id = uuid.uuid4().hex
+    log.error("bulk operation failed [correlation_id=%s]", correlation_id, exc_info=error)
+    return f"unexpected error; logged with correlation id {correlation_id}"
 
 
 @router.get("/{task_id}")
@@ -385,18 +471,42 @@ async def run_task(
     overlap policy applies to the runs in flight: `skip` answers 409 while one runs,
     `buffer_one`/`buffer_all` queue this run behind them, `cancel_other` cancels them first,
     `terminate_other` terminates them, `allow_all` runs at once."""
+    return await start_now(task_id, user, session, state)
+
+
+async def start_now(
+    task_id: uuid.UUID,
+    user: User,
+    session: AsyncSession,
+    state: AppState,
+    *,
+    payload: Any = None,
+    rerun_of: uuid.UUID | None = None,
+) -> RunStarted:
+    """Run now (or rerun), under the task's overlap policy."""
     started = None
     # Runs that may overlap only need the task to stay as it is while one starts (a shared
     # lock); any other policy looks at the runs in flight, one request at a time.
     async with _locked(state, session, user, task_id, shared=True) as task:
         if lifecycle.overlap_of(task) == "allow_all":
             started = await lifecycle.run_now(
-                session, state.temporal, state.settings.task_queue, task, shared=True
+                session,
+                state.temporal,
+                state.settings.task_queue,
+                task,
+                shared=True,
+                payload=payload,
+                rerun_of=rerun_of,
             )
     if started is None:
         async with _locked(state, session, user, task_id) as task:
             started = await lifecycle.run_now(
-                session, state.temporal, state.settings.task_queue, task
+                session,
+                state.temporal,
+                state.settings.task_queue,
+                task,
+                payload=payload,
+                rerun_of=rerun_of,
             )
     if started.terminated:
         # The run started: a failure here must not make a client retry it. The hourly
@@ -410,6 +520,7 @@ async def run_task(
             log.warning("terminated runs left for the hourly settling", exc_info=True)
     ui = WebUi(state.settings.temporal_ui_url, state.settings.temporal_namespace)
     return RunStarted(
+        execution_id=started.execution_id,
         workflow_id=started.workflow_id,
         run_id=started.run_id,
         ui_url=ui.workflow(started.workflow_id, started.run_id),

@@ -7,73 +7,25 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client, ScheduleActionStartWorkflow
 
-from api.main import create_app
 from api.reconcile import reconcile
 from api.scheduling import OVERLAP, describe, memo_of
 from schema import crud
-from schema.db import create_engine, create_sessionmaker
 from schema.orm import Task
-from schema.settings import Settings
 from schema.tasks import TaskRunInput
-from schema.temporal import ensure_search_attributes
-from tests.conftest import SQLITE_NAMESPACE, connect_when_up
+from tests.conftest import Installation
 from tests.fixtures.tasks import one_time, recurring
 
 MUTATIONS_PER_TASK = 50
 ZONES = ("UTC", "Europe/Berlin", "America/New_York", "Asia/Tokyo")
 CRONS = ("0 9 * * 1-5", "*/15 * * * *", "30 2 * * *", "0 0 1 * *")
 OVERLAPS = tuple(OVERLAP)
-
-
-@dataclass
-class Installation:
-    """An API on one database, its Temporal namespace and a user's requests."""
-
-    settings: Settings
-    temporal: Client
-    sessions: async_sessionmaker[AsyncSession]
-    api: httpx.AsyncClient
-    headers: dict[str, str]
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-async def installation(
-    request: pytest.FixtureRequest,
-    settings: Settings,
-    sqlite_url: str,
-    temporal_address: str,
-) -> AsyncIterator[Installation]:
-    """PostgreSQL in the session's namespace; SQLite in a namespace of its own (one
-    installation per namespace: each reconciles every `task-*` schedule it sees)."""
-    if request.param == "sqlite":
-        settings = settings.model_copy(
-            update={"database_url": sqlite_url, "temporal_namespace": SQLITE_NAMESPACE}
-        )
-    temporal = await connect_when_up(temporal_address, settings.temporal_namespace)
-    await ensure_search_attributes(temporal)
-    engine = create_engine(settings.resolved_database_url)
-    sessions = create_sessionmaker(engine)
-    async with sessions.begin() as session:
-        user = await crud.create_user(session, name=f"race-{uuid.uuid4().hex[:8]}")
-        _, key = await crud.create_api_key(session, user_id=user.id)
-    app = create_app(settings, temporal=temporal)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://cronpilot") as api:
-            yield Installation(
-                settings, temporal, sessions, api, {"Authorization": f"Bearer {key}"}
-            )
-    await engine.dispose()
 
 
 def _schedule(rng: random.Random, task_type: str) -> dict[str, Any]:

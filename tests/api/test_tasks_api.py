@@ -39,7 +39,8 @@ def _schedule_ids_of(temporal: Client) -> Any:
             ["body", "schedule", "run_at"],
         ),
         (
-            {"type": "one_time", "schedule": {"run_at": "2099-01-01T00:00:00"}},
+            # Without an offset run_at is read in the task's zone; 2101 is past Temporal's end.
+            {"type": "one_time", "schedule": {"run_at": "2101-01-01T00:00:00"}},
             ["body", "schedule", "run_at"],
         ),
         ({"action": {"type": "teleport", "config": {}}}, ["body", "action"]),

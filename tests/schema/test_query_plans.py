@@ -1,0 +1,95 @@
+"""Queries that stay fast as history grows: each hot query is answered by an index in the
+order it needs (no sort of a task's whole history), on both databases. The statements are
+the ones crud really runs, captured on the way to the database and explained there."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from schema import crud
+from schema.orm import utcnow
+from schema.tasks import TaskCreate
+from tests.fixtures.tasks import recurring
+
+
+async def _plan(
+    db: async_sessionmaker[AsyncSession], run: Callable[[AsyncSession], Awaitable[Any]]
+) -> str:
+    """The plan of the last statement ``run`` sends, as the database explains it."""
+    sent: list[tuple[str, Any]] = []
+
+    def _capture(_c: Any, _cur: Any, statement: str, parameters: Any, *_: Any) -> None:
+        sent.append((statement, parameters))
+
+    async with db() as session:
+        sync_engine = session.get_bind()
+        event.listen(sync_engine, "before_cursor_execute", _capture)
+        try:
+            await run(session)
+        finally:
+            event.remove(sync_engine, "before_cursor_execute", _capture)
+        statement, parameters = sent[-1]
+        connection = await session.connection()
+        if connection.dialect.name == "postgresql":
+            await connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            rows = await connection.exec_driver_sql("EXPLAIN " + statement, parameters)
+        else:
+            rows = await connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
+        return "\n".join(str(row[-1]) for row in rows)
+
+
+async def _history(db: async_sessionmaker[AsyncSession]) -> tuple[uuid.UUID, uuid.UUID]:
+    async with db.begin() as session:
+        user = await crud.create_user(session, name=f"plans-{uuid.uuid4().hex[:8]}")
+        task = await crud.create_task(
+            session, user_id=user.id, spec=TaskCreate.model_validate(recurring("http://x/"))
+        )
+        return user.id, task.id
+
+
+def _sorted(plan: str) -> bool:
+    return "Sort" in plan or "TEMP B-TREE" in plan
+
+
+async def test_execution_pages_read_the_keyset_index_in_order(
+    db: async_sessionmaker[AsyncSession],
+) -> None:
+    user_id, task_id = await _history(db)
+    cursor = crud.encode_cursor(utcnow(), uuid.uuid4())
+    for status in (None, "failed"):
+
+        async def page(session: AsyncSession, status: str | None = status) -> object:
+            return await crud.list_executions(
+                session, user_id=user_id, task_id=task_id, status=status, limit=50, cursor=cursor
+            )
+
+        plan = await _plan(db, page)
+        # An index seeks straight to the cursor (a row-value bound) and yields rows in order.
+        assert "ix_task_executions_" in plan, plan
+        assert "ROW(started_at, id) <" in plan or "(started_at,id)<" in plan, plan
+        assert not _sorted(plan), plan
+
+
+async def test_running_executions_use_the_partial_index(
+    db: async_sessionmaker[AsyncSession],
+) -> None:
+    cutoff = utcnow() - timedelta(hours=1)
+    plan = await _plan(db, lambda s: crud.running_executions_before(s, cutoff=cutoff, limit=100))
+    assert "ix_task_executions_running" in plan, plan
+    assert not _sorted(plan), plan
+
+
+async def test_duration_statistics_read_only_the_newest_runs(
+    db: async_sessionmaker[AsyncSession],
+) -> None:
+    _, task_id = await _history(db)
+    plan = await _plan(db, lambda s: crud.duration_stats(s, task_id=task_id))
+    assert "ix_task_executions_task_started" in plan, plan
+    assert "Limit" in plan or "LIMIT" in plan.upper() or "SCAN" in plan, plan
+    assert not _sorted(plan), plan
