@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -101,6 +102,17 @@ def internal_error(error: BaseException) -> JSONResponse:
     )
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """The methods some route serves at the request's path."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        route_methods = getattr(route, "methods", None)
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if route_methods and match != Match.NONE:
+            methods |= set(route_methods)
+    return sorted(methods)
+
+
 def connection_lost(error: BaseException) -> bool:
     """Whether a database error means the database cannot be reached (or is too busy)."""
     if isinstance(error, PoolTimeout | ConnectionError | TimeoutError):
@@ -177,8 +189,11 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem_response(422, message, [{"loc": ["body", "schedule"], "msg": message}])
 
     @app.exception_handler(HTTPException)
-    async def _http(_: Request, error: HTTPException) -> JSONResponse:
+    async def _http(request: Request, error: HTTPException) -> JSONResponse:
         headers = dict(error.headers or {})
+        if error.status_code == 405:
+            # Every method the path answers, not only the first route's (Starlette's).
+            headers["Allow"] = ", ".join(allowed_methods(request))
         return problem_response(error.status_code, str(error.detail), headers=headers)
 
     @app.exception_handler(RPCError)

@@ -17,6 +17,7 @@ from temporalio.client import Client
 
 from api.deps import AppState
 from api.errors import CatchAllMiddleware, install_error_handlers, problem_response
+from api.openapi import install_openapi
 from api.reconcile import reconcile
 from api.routes import executions, health, me, secrets, stats, tasks
 from schema.db import create_engine, create_sessionmaker
@@ -133,6 +134,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_openapi(app)
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
 

@@ -22,7 +22,8 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from schema.actions import Action, StrictModel
 from schema.cron import CronError, never_fires, parse_cron
 
-TaskType = Literal["one_time", "recurring", "trigger"]
+# `trigger` lands with the triggers work; until then the schema does not offer it.
+TaskType = Literal["one_time", "recurring"]
 TaskStatus = Literal["active", "paused", "completed", "failed"]
 OverlapPolicy = Literal[
     "skip", "buffer_one", "buffer_all", "cancel_other", "terminate_other", "allow_all"
@@ -32,6 +33,7 @@ NotifyOn = Literal["failure", "success", "always"]
 
 # Every layer (pydantic, Temporal's payloads, the databases' JSON) decodes far more than this.
 MAX_JSON_DEPTH = 32
+LATER = "trigger tasks, conditions and notifications land with the triggers work"
 MAX_TASK_BYTES = 512 * 1024
 # Temporal's calendars end with 2100; instants outside these bounds are refused.
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
@@ -213,8 +215,8 @@ class NotifySpec(StrictModel):
     """Who hears about a run (email and/or a JSON POST)."""
 
     on: list[NotifyOn] = Field(default_factory=lambda: list[NotifyOn](["failure"]))
-    email: list[str] = Field(default_factory=list, max_length=20)
-    webhook_url: str | None = None
+    email: list[str] = Field(default_factory=list, max_length=0, description=f"Empty: {LATER}.")
+    webhook_url: None = Field(None, description=f"Always null: {LATER}.")
 
 
 class TaskSpec(StrictModel):
@@ -224,9 +226,9 @@ class TaskSpec(StrictModel):
     description: str = Field("", max_length=5000)
     type: TaskType
     schedule: ScheduleSpec | None = None
-    trigger: dict[str, Any] | None = None
+    trigger: None = Field(None, description=f"Always null: {LATER}.")
     action: Action
-    condition: dict[str, Any] | None = None
+    condition: None = Field(None, description=f"Always null: {LATER}.")
     retry: RetrySpec = Field(default_factory=RetrySpec)
     timeout_seconds: int = Field(300, ge=1, le=7 * 86400, description="Per attempt.")
     concurrency: int = Field(1, ge=1, le=100)
@@ -250,10 +252,7 @@ class TaskSpec(StrictModel):
     def _problems(self) -> list[tuple[tuple[str | int, ...], str, Any]]:
         problems: list[tuple[tuple[str | int, ...], str, Any]] = []
         schedule = self.schedule
-        if self.type == "trigger":
-            # Trigger tasks (webhook, event, email) land with the triggers work.
-            problems.append((("type",), "trigger tasks are not available yet", self.type))
-        elif schedule is None:
+        if schedule is None:
             problems.append((("schedule",), f"required for a {self.type} task", None))
         elif self.type == "one_time":
             if schedule.run_at is None:
@@ -265,12 +264,6 @@ class TaskSpec(StrictModel):
             problems.append((("schedule",), "give exactly one of cron and interval_seconds", None))
         elif schedule.run_at is not None:
             problems.append((("schedule", "run_at"), "only for one_time tasks", schedule.run_at))
-        if self.trigger is not None and self.type != "trigger":
-            problems.append((("trigger",), "only for trigger tasks", self.trigger))
-        if self.condition is not None:
-            problems.append((("condition",), "conditions are not available yet", self.condition))
-        if self.notify.email or self.notify.webhook_url:
-            problems.append((("notify",), "notifications are not available yet", None))
         return problems
 
     def spec_hash(self) -> str:
@@ -302,9 +295,9 @@ class TaskUpdate(BaseModel):
     description: str | None = None
     type: TaskType | None = None
     schedule: dict[str, Any] | None = None
-    trigger: dict[str, Any] | None = None
+    trigger: None = None
     action: dict[str, Any] | None = None
-    condition: dict[str, Any] | None = None
+    condition: None = None
     retry: dict[str, Any] | None = None
     timeout_seconds: int | None = None
     concurrency: int | None = None

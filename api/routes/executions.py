@@ -62,7 +62,7 @@ def execution_public(execution: TaskExecution, settings: Settings) -> ExecutionP
     )
 
 
-@router.get("/api/tasks/{task_id}/executions")
+@router.get("/api/tasks/{task_id:uuid}/executions")
 async def list_executions(
     task_id: uuid.UUID,
     user: CurrentUser,
@@ -91,7 +91,7 @@ async def list_executions(
     )
 
 
-@router.get("/api/executions/{execution_id}")
+@router.get("/api/executions/{execution_id:uuid}")
 async def read_execution(
     execution_id: uuid.UUID, user: CurrentUser, session: SessionDep, state: StateDep
 ) -> ExecutionPublic:
@@ -114,7 +114,7 @@ class ExecutionAccepted(BaseModel):
     status: str = Field(description="`cancelling`: the run ends `cancelled` shortly.")
 
 
-@router.post("/api/executions/{execution_id}/cancel", status_code=202)
+@router.post("/api/executions/{execution_id:uuid}/cancel", status_code=202)
 async def cancel_execution(
     execution_id: uuid.UUID, user: CurrentUser, session: SessionDep, state: StateDep
 ) -> ExecutionAccepted:
@@ -138,7 +138,7 @@ async def cancel_execution(
     )
 
 
-@router.post("/api/executions/{execution_id}/rerun", status_code=202)
+@router.post("/api/executions/{execution_id:uuid}/rerun", status_code=202)
 async def rerun_execution(
     execution_id: uuid.UUID, user: CurrentUser, session: SessionDep, state: StateDep
 ) -> RunStarted:

@@ -33,7 +33,10 @@ class SecretList(BaseModel):
     items: list[SecretPublic]
 
 
-@router.put("/{name}")
+@router.put(
+    "/{name}",
+    responses={201: {"model": SecretPublic, "description": "Created: the name was new."}},
+)
 async def put_secret(
     name: SecretName,
     body: SecretWrite,

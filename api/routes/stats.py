@@ -51,7 +51,7 @@ def _window(counts: dict[str, int]) -> WindowCounts:
     )
 
 
-@router.get("/api/tasks/{task_id}/stats")
+@router.get("/api/tasks/{task_id:uuid}/stats")
 async def task_stats(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> TaskStats:
     """Run counts, success rate and durations of one task."""
     task = await crud.get_task(session, user_id=user.id, task_id=task_id)

