@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
 
 from api.deps import AppState
+from api.docs import install_docs
 from api.errors import install_error_handlers, problem_response
 from api.reconcile import reconcile
 from api.routes import executions, health, me, secrets, stats, tasks
@@ -131,7 +132,10 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         version="0.1.0",
         description="Scheduled tasks and automation on Temporal.",
         lifespan=lifespan,
+        docs_url=None,  # served by install_docs, from the package rather than a CDN
+        redoc_url=None,
     )
+    install_docs(app)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
 
