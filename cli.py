@@ -1,4 +1,8 @@
-"""The ``cronpilot`` command: dev, api, worker, migrate, reconcile, users, keys."""
+"""The ``cronpilot`` command: dev, api, worker, migrate, reconcile, users, keys, secrets.
+
+The admin commands (migrate, reconcile, users, keys, secrets) work next to a running
+``cronpilot dev``: it records where its database and Temporal server are in ``dev.json`` in
+its data dir, and they read that (see ``_admin_settings``)."""
 
 from __future__ import annotations
 
@@ -6,12 +10,14 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import json
 import logging
 import os
 import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import sysconfig
@@ -19,19 +25,38 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine, Generator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
+import psycopg
 import uvicorn
 from pydantic import ValidationError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from temporalio.client import Client
+from temporalio.service import RPCError
 
 from schema import crud
-from schema.db import create_engine, create_sessionmaker
+from schema.db import create_engine, create_sessionmaker, is_unavailable
 from schema.settings import Settings
 from schema.temporal import connect
 from schema.temporal_ids import TASK_ID_ATTRIBUTE, USER_ID_ATTRIBUTE
 
+T = TypeVar("T")
 log = logging.getLogger("cronpilot")
+DEFAULT_DATA_DIR = ".cronpilot"
+# Written by `cronpilot dev` into its data dir: its pid and the settings in DEV_STATE_SETTINGS.
+DEV_STATE_FILE = "dev.json"
+DEV_STATE_SETTINGS = (
+    "database_url",
+    "temporal_address",
+    "temporal_namespace",
+    "task_queue",
+    "temporal_ui_url",
+    "public_url",
+)
 TEMPORAL_START_TIMEOUT = 60.0
+TEMPORAL_CONNECT_TIMEOUT = 5.0
+USER_NAME_MAX = 100  # users.name is a VARCHAR(100)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 WATCH_SECONDS = 0.5
 TEMPORAL_SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=normal")
@@ -39,9 +64,10 @@ PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _settings() -> Settings:
+def _settings(**values: Any) -> Settings:
+    """Settings from the environment and ``values`` (which win), or one line saying why not."""
     try:
-        return Settings()
+        return Settings(**values)
     except ValidationError as error:
         messages = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in error.errors())
         sys.exit(f"cronpilot: refusing to start: {messages}")
@@ -51,7 +77,176 @@ def _run(coroutine: Coroutine[Any, Any, None]) -> None:
     asyncio.run(coroutine)
 
 
-# -- users and keys -------------------------------------------------------------------------
+# -- which installation an admin command works on ----------------------------------------
+
+
+def _write_dev_state(settings: Settings) -> None:
+    """Tell the admin commands where this dev's database and Temporal server are. The
+    secret key stays in its own file; the database URL is null for the data dir's SQLite."""
+    state = {"pid": os.getpid(), **{name: getattr(settings, name) for name in DEV_STATE_SETTINGS}}
+    _write_private(settings.data_dir / DEV_STATE_FILE, json.dumps(state, indent=2) + "\n")
+
+
+def _read_dev_state(data_dir: Path) -> dict[str, Any] | None:
+    try:
+        state = json.loads((data_dir / DEV_STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    return Path(args.data_dir or os.environ.get("CRONPILOT_DATA_DIR") or DEFAULT_DATA_DIR)
+
+
+def _admin_settings(args: argparse.Namespace) -> Settings:
+    """The installation an admin command works on: the `cronpilot dev` of ``--data-dir``; else
+    the dev of ``$CRONPILOT_DATA_DIR`` or ``./.cronpilot`` unless CRONPILOT_DATABASE_URL names
+    another database; else the environment's settings. Nothing is created on the way."""
+    data_dir = _data_dir(args).resolve()
+    state = _read_dev_state(data_dir)
+    database_url = os.environ.get("CRONPILOT_DATABASE_URL")
+    if state is not None and (
+        args.data_dir or not database_url or database_url == state.get("database_url")
+    ):
+        return _dev_data_dir_settings(data_dir, state)
+    if args.data_dir:
+        sys.exit(
+            f"cronpilot: {data_dir} is not the data dir of a `cronpilot dev` (it has no "
+            f"{DEV_STATE_FILE}, which `cronpilot dev` writes when it starts); pass the "
+            "--data-dir that `cronpilot dev` uses"
+        )
+    if database_url:
+        return _settings()
+    sys.exit(
+        f"cronpilot: no `cronpilot dev` data dir at {data_dir} (no {DEV_STATE_FILE}) and "
+        "CRONPILOT_DATABASE_URL is not set; run this in the directory where `cronpilot dev` "
+        "runs, pass --data-dir DIR, or set CRONPILOT_DATABASE_URL and CRONPILOT_SECRET_KEY"
+    )
+
+
+def _dev_data_dir_settings(data_dir: Path, state: dict[str, Any]) -> Settings:
+    """The dev's settings as it recorded them, with its secret key; CRONPILOT_* variables
+    set here still win, as they do for `cronpilot dev` itself."""
+    recorded = {name: state.get(name) for name in DEV_STATE_SETTINGS}
+    key_file = data_dir / "secret-key"
+    try:
+        recorded["secret_key"] = key_file.read_text().strip()
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        sys.exit(f"cronpilot: cannot read {key_file}: {error.strerror}")
+    in_environment = {name.upper() for name, value in os.environ.items() if value}
+    values = {
+        name: value
+        for name, value in recorded.items()
+        if value is not None and f"CRONPILOT_{name.upper()}" not in in_environment
+    }
+    return _settings(env="dev", data_dir=data_dir, **values)
+
+
+def _require_database(settings: Settings) -> None:
+    """An SQLite file that does not exist is a wrong path, not a database to create."""
+    url = make_url(settings.resolved_database_url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return
+    if not Path(url.database).exists():
+        sys.exit(
+            f"cronpilot: no database file at {url.database}; start `cronpilot dev` there once, "
+            "or run `cronpilot migrate` for a new database"
+        )
+
+
+def _database_problem(error: BaseException) -> str | None:
+    """What a user should know about a database error, in a line; None when it is a bug."""
+    original = getattr(error, "orig", None) or error
+    if isinstance(original, psycopg.errors.UndefinedTable) or (
+        isinstance(original, sqlite3.OperationalError) and "no such table" in str(original)
+    ):
+        return "the database has no Cronpilot tables; run `cronpilot migrate`"
+    if is_unavailable(error) or isinstance(original, psycopg.OperationalError):
+        lines = str(original).strip().splitlines()
+        return f"cannot use the database: {lines[0] if lines else type(original).__name__}"
+    return None
+
+
+def _run_admin(settings: Settings, coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run an admin command's work; a database it cannot use is one line, not a traceback."""
+    try:
+        return asyncio.run(coroutine)
+    except (DBAPIError, OSError) as error:
+        problem = _database_problem(error)
+        if problem is None:
+            raise
+        url = make_url(settings.resolved_database_url).render_as_string(hide_password=True)
+        sys.exit(f"cronpilot: {problem} ({url})")
+
+
+async def _connect_or_exit(settings: Settings) -> Client:
+    """A client, or one line saying why there is none, within ``TEMPORAL_CONNECT_TIMEOUT``
+    (a peer that accepts and never answers would otherwise hold the SDK for 30 s). Callers
+    leave through ``_exit_after_temporal``."""
+    where = f"cronpilot: Temporal at {settings.temporal_address}"
+    try:
+        return await asyncio.wait_for(connect(settings), TEMPORAL_CONNECT_TIMEOUT)
+    except TimeoutError:
+        sys.exit(
+            f"{where} did not answer within {TEMPORAL_CONNECT_TIMEOUT:g} s{_dev_hint(settings)}"
+        )
+    except RuntimeError as error:  # the SDK's "Failed client connect: ..."
+        refused = "ConnectionRefused" in str(error)
+        problem = "refused the connection" if refused else "could not be reached"
+        sys.exit(f"{where} {problem}{_dev_hint(settings)}")
+
+
+def _exit_after_temporal(command: Callable[[], None]) -> NoReturn:
+    """Run a command that used the Temporal SDK, then leave without the interpreter's
+    finalization. The SDK's threads outlive the command (a connect that timed out cannot be
+    cancelled), and finalizing beside them aborts the process after its output in about one
+    run in eight here ("Fatal Python error: PyGILState_Release", a segfault or a Rust panic;
+    temporalio/sdk-python#300)."""
+    try:
+        command()
+        code = 0
+    except SystemExit as leaving:
+        if isinstance(leaving.code, str):
+            print(leaving.code, file=sys.stderr)
+        code = leaving.code if isinstance(leaving.code, int) else int(leaving.code is not None)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _dev_hint(settings: Settings) -> str:
+    """Why the dev's Temporal server may be missing: that dev is not running."""
+    state = _read_dev_state(settings.data_dir) if settings.env == "dev" else None
+    if state is None or _is_cronpilot(state.get("pid")):
+        return ""
+    return f"; the `cronpilot dev` of {settings.data_dir} is not running"
+
+
+def _is_cronpilot(pid: object) -> bool:
+    if not isinstance(pid, int) or not _alive(pid):
+        return False
+    try:
+        return b"cronpilot" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+# -- users, keys and secrets ---------------------------------------------------------------
+
+
+def _refuse_bad_user_name(name: str) -> None:
+    if not name.strip():
+        sys.exit("cronpilot: a user name cannot be empty or only spaces")
+    if name != name.strip():
+        sys.exit(f"cronpilot: a user name cannot start or end with a space: {name!r}")
+    if not name.isprintable():
+        sys.exit(f"cronpilot: a user name cannot hold control characters: {name!r}")
+    if len(name) > USER_NAME_MAX:
+        sys.exit(f"cronpilot: a user name has at most {USER_NAME_MAX} characters")
 
 
 async def _create_user(settings: Settings, name: str) -> str:
@@ -91,17 +286,33 @@ async def _revoke_key(settings: Settings, key_id: uuid.UUID) -> bool:
         await engine.dispose()
 
 
+class UndecryptableSecrets(Exception):
+    """Some stored secrets decrypt with none of the keys given: rotation changed nothing."""
+
+    def __init__(self, failed: int, total: int) -> None:
+        super().__init__(f"{failed} of {total} secrets do not decrypt")
+        self.failed = failed
+        self.total = total
+
+
 async def rotate_secrets(settings: Settings) -> int:
-    """Re-encrypt every stored secret with the current key; returns how many."""
-    from schema.crypto import SecretBox
+    """Re-encrypt every stored secret with the current key; returns how many. All or none:
+    when any secret decrypts with none of the keys, nothing changes."""
+    from schema.crypto import InvalidToken, SecretBox
 
     box = SecretBox(settings)
     engine = create_engine(settings.resolved_database_url)
     try:
         async with create_sessionmaker(engine).begin() as session:
             secrets_ = await crud.all_secrets(session)
+            failed = 0
             for secret in secrets_:
-                secret.value_encrypted = box.rotate(secret.value_encrypted)
+                try:
+                    secret.value_encrypted = box.rotate(secret.value_encrypted)
+                except InvalidToken:
+                    failed += 1
+            if failed:
+                raise UndecryptableSecrets(failed, len(secrets_))  # rolls the session back
         return len(secrets_)
     finally:
         await engine.dispose()
@@ -129,10 +340,13 @@ async def _ensure_dev_key(settings: Settings) -> str:
 
 
 def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner reads, whole: a reader sees the old text or the new."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as file:
         file.write(text)
+    os.replace(partial, path)
 
 
 # -- serving ------------------------------------------------------------------------------
@@ -213,10 +427,12 @@ async def _migrate(settings: Settings) -> None:
 async def _reconcile(settings: Settings) -> None:
     from api.reconcile import reconcile
 
-    client = await connect(settings)
+    client = await _connect_or_exit(settings)
     engine = create_engine(settings.resolved_database_url)
     try:
         report = await reconcile(create_sessionmaker(engine), client, settings.task_queue)
+    except RPCError as error:
+        sys.exit(f"cronpilot: Temporal at {settings.temporal_address} refused: {error.message}")
     finally:
         await engine.dispose()
     lists = {
@@ -388,7 +604,7 @@ def _alive(pid: int) -> bool:
 
 
 def _dev_settings(args: argparse.Namespace) -> Settings:
-    data_dir = Path(args.data_dir).resolve()
+    data_dir = _data_dir(args).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir.chmod(0o700)
     key_file = data_dir / "secret-key"
@@ -418,6 +634,7 @@ async def _dev(args: argparse.Namespace) -> None:
         ports["Temporal"] = ("127.0.0.1", args.temporal_port)
         ports["Temporal UI"] = ("127.0.0.1", args.temporal_ui_port)
     _require_free_ports(ports)
+    _write_dev_state(settings)
     stop, running = asyncio.Event(), asyncio.Event()
     starting = asyncio.current_task()
     assert starting is not None
@@ -514,71 +731,242 @@ def _banner(settings: Settings, key: str) -> str:
     )
 
 
+# -- commands -------------------------------------------------------------------------------
+
+
+def _command_dev(args: argparse.Namespace) -> None:
+    _run(_dev(args))
+
+
+def _command_api(args: argparse.Namespace) -> None:
+    if args.host:
+        os.environ["CRONPILOT_API_HOST"] = args.host
+    if args.port:
+        os.environ["CRONPILOT_API_PORT"] = str(args.port)
+    _run(_api(_settings()))
+
+
+def _command_worker(_args: argparse.Namespace) -> None:
+    _run(_worker(_settings()))
+
+
+def _command_migrate(args: argparse.Namespace) -> None:
+    settings = _admin_settings(args)
+    _run_admin(settings, _migrate(settings))
+
+
+def _command_reconcile(args: argparse.Namespace) -> None:
+    settings = _admin_settings(args)
+    _require_database(settings)
+    _exit_after_temporal(lambda: _run_admin(settings, _reconcile(settings)))
+
+
+def _command_users_create(args: argparse.Namespace) -> None:
+    _refuse_bad_user_name(args.name)
+    settings = _admin_settings(args)
+    _require_database(settings)
+    print(_run_admin(settings, _create_user(settings, args.name)))
+
+
+def _command_keys_create(args: argparse.Namespace) -> None:
+    settings = _admin_settings(args)
+    _require_database(settings)
+    print(_run_admin(settings, _create_key(settings, args.user)))
+
+
+def _command_keys_revoke(args: argparse.Namespace) -> None:
+    settings = _admin_settings(args)
+    _require_database(settings)
+    if not _run_admin(settings, _revoke_key(settings, args.key_id)):
+        sys.exit(f"cronpilot: no active key {args.key_id}")
+    print(f"revoked {args.key_id}")
+
+
+def _command_secrets_rotate(args: argparse.Namespace) -> None:
+    settings = _admin_settings(args)
+    _require_database(settings)
+    try:
+        count = _run_admin(settings, rotate_secrets(settings))
+    except UndecryptableSecrets as error:
+        sys.exit(
+            f"cronpilot: {error.failed} of {error.total} stored secrets decrypt with neither "
+            "the secret key nor CRONPILOT_SECRET_KEY_PREVIOUS (a wrong CRONPILOT_SECRET_KEY?); "
+            "nothing was changed"
+        )
+    print(f"re-encrypted {count} secrets")
+
+
 # -- argument parsing -----------------------------------------------------------------------
+
+DESCRIPTION = "Cronpilot: scheduled tasks and automation that run durably on Temporal."
+EPILOG = (
+    "The admin commands (migrate, reconcile, users, keys, secrets) work next to a running "
+    "cronpilot dev: run them in the directory where it runs, or pass --data-dir. With "
+    "CRONPILOT_DATABASE_URL set, and no --data-dir, they use the environment's settings "
+    "instead (production). Settings are CRONPILOT_* environment variables; see the README."
+)
+DATA_DIR_HELP = (
+    "the data dir of the cronpilot dev to work with (default: $CRONPILOT_DATA_DIR, else "
+    f"{DEFAULT_DATA_DIR}; but when CRONPILOT_DATABASE_URL names another database, the "
+    "environment's settings)"
+)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default at the end of its help, unless the help says it already (a
+    default that depends on the environment) or there is none."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=30)
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "(default" in text or action.default in (None, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
+def _add_command(
+    commands: Any,
+    name: str,
+    summary: str,
+    description: str,
+    *,
+    handler: Callable[[argparse.Namespace], None] | None = None,
+    admin: bool = False,
+) -> argparse.ArgumentParser:
+    """A subcommand with one line in its parent's list and a description of its own."""
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name, help=summary, description=description, formatter_class=_HelpFormatter
+    )
+    if admin:
+        parser.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
+        # What an admin command has to say is its output or its one-line refusal.
+        parser.set_defaults(log_level=logging.WARNING)
+    if handler is not None:
+        parser.set_defaults(handler=handler)
+    return parser
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cronpilot", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    dev = commands.add_parser("dev", help="run everything on this machine with embedded defaults")
-    dev.add_argument("--api-port", type=int, default=8000)
-    dev.add_argument("--temporal-port", type=int, default=7233)
-    dev.add_argument("--temporal-ui-port", type=int, default=8233)
-    dev.add_argument("--data-dir", default=".cronpilot")
-    api = commands.add_parser("api", help="serve the REST API and web UI")
-    api.add_argument("--host")
-    api.add_argument("--port", type=int)
-    commands.add_parser("worker", help="run the Temporal worker")
-    commands.add_parser("migrate", help="apply database migrations")
-    commands.add_parser("reconcile", help="make Temporal schedules match the database")
-    users = commands.add_parser("users", help="manage users").add_subparsers(
-        dest="action", required=True
+    parser = argparse.ArgumentParser(
+        prog="cronpilot", description=DESCRIPTION, epilog=EPILOG, formatter_class=_HelpFormatter
     )
-    users.add_parser("create", help="create a user and print its API key").add_argument("name")
-    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
-        dest="action", required=True
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    dev = _add_command(
+        commands,
+        "dev",
+        "run everything on this machine with embedded defaults",
+        "Start the Temporal dev server (with its Web UI), migrations, the worker and the API "
+        "in one terminal, keeping SQLite, the Temporal server's file and the keys in the "
+        "data dir. Ctrl-C stops everything.",
+        handler=_command_dev,
     )
-    keys.add_parser("create", help="create an API key for a user").add_argument("user")
-    keys.add_parser("revoke", help="revoke an API key").add_argument("key_id", type=uuid.UUID)
-    stored = commands.add_parser("secrets", help="manage stored secrets")
-    stored.add_subparsers(dest="action", required=True).add_parser(
-        "rotate", help="re-encrypt every secret with CRONPILOT_SECRET_KEY"
+    dev.add_argument("--api-port", type=int, default=8000, help="port of the API and UI")
+    dev.add_argument(
+        "--temporal-port", type=int, default=7233, help="port of the Temporal dev server"
+    )
+    dev.add_argument(
+        "--temporal-ui-port", type=int, default=8233, help="port of the Temporal Web UI"
+    )
+    dev.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="where to keep the databases and keys "
+        f"(default: $CRONPILOT_DATA_DIR, else {DEFAULT_DATA_DIR})",
+    )
+    api = _add_command(
+        commands,
+        "api",
+        "serve the REST API and web UI",
+        "Serve the REST API, its docs and the web UI (settings from CRONPILOT_* variables).",
+        handler=_command_api,
+    )
+    api.add_argument(
+        "--host", help="address to listen on (default: $CRONPILOT_API_HOST, else 127.0.0.1)"
+    )
+    api.add_argument(
+        "--port", type=int, help="port to listen on (default: $CRONPILOT_API_PORT, else 8000)"
+    )
+    _add_command(
+        commands,
+        "worker",
+        "run the Temporal worker",
+        "Run the Temporal worker: workflows, history and actions (see CRONPILOT_WORKER_QUEUES).",
+        handler=_command_worker,
+    )
+    _add_command(
+        commands,
+        "migrate",
+        "apply database migrations",
+        "Bring the database's tables up to date (Alembic); safe to run again.",
+        handler=_command_migrate,
+        admin=True,
+    )
+    _add_command(
+        commands,
+        "reconcile",
+        "make Temporal schedules match the database",
+        "Create missing task schedules, update drifted ones and delete orphans, both ways; "
+        "safe to run any time. Prints what it changed.",
+        handler=_command_reconcile,
+        admin=True,
+    )
+    users = _add_command(commands, "users", "manage users", "Manage users.")
+    users_actions = users.add_subparsers(title="actions", metavar="ACTION", required=True)
+    _add_command(
+        users_actions,
+        "create",
+        "create a user and print its API key",
+        "Create a user; only its new API key goes to standard output.",
+        handler=_command_users_create,
+        admin=True,
+    ).add_argument("name", metavar="NAME", help="the new user's name (1-100 characters)")
+    keys = _add_command(commands, "keys", "manage API keys", "Manage API keys.")
+    keys_actions = keys.add_subparsers(title="actions", metavar="ACTION", required=True)
+    _add_command(
+        keys_actions,
+        "create",
+        "create another API key for a user",
+        "Create an API key for a user: the key goes to standard output, its id (for "
+        "revoking) to standard error.",
+        handler=_command_keys_create,
+        admin=True,
+    ).add_argument("user", metavar="USER", help="the user's name")
+    _add_command(
+        keys_actions,
+        "revoke",
+        "revoke an API key",
+        "Revoke an API key; requests with it are refused from then on.",
+        handler=_command_keys_revoke,
+        admin=True,
+    ).add_argument(
+        "key_id", metavar="KEY_ID", type=uuid.UUID, help="the key's id, as keys create printed it"
+    )
+    stored = _add_command(commands, "secrets", "manage stored secrets", "Manage stored secrets.")
+    stored_actions = stored.add_subparsers(title="actions", metavar="ACTION", required=True)
+    _add_command(
+        stored_actions,
+        "rotate",
+        "re-encrypt every secret with the current secret key",
+        "Re-encrypt every stored secret with CRONPILOT_SECRET_KEY (next to cronpilot dev: "
+        "the key in its data dir), reading them with it or CRONPILOT_SECRET_KEY_PREVIOUS. "
+        "All or nothing: if any secret decrypts with neither, nothing changes.",
+        handler=_command_secrets_rotate,
+        admin=True,
     )
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=getattr(args, "log_level", logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
     for noisy in ("httpx", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    if args.command == "dev":
-        _run(_dev(args))
-        return
-    if args.command == "api":
-        if args.host:
-            os.environ["CRONPILOT_API_HOST"] = args.host
-        if args.port:
-            os.environ["CRONPILOT_API_PORT"] = str(args.port)
-    settings = _settings()
-    simple: dict[str, Callable[[Settings], Coroutine[Any, Any, None]]] = {
-        "api": _api,
-        "worker": _worker,
-        "migrate": _migrate,
-        "reconcile": _reconcile,
-    }
-    if args.command in simple:
-        _run(simple[args.command](settings))
-    elif args.command == "users":
-        print(asyncio.run(_create_user(settings, args.name)))
-    elif args.command == "secrets":
-        print(f"re-encrypted {asyncio.run(rotate_secrets(settings))} secrets")
-    elif args.command == "keys" and args.action == "create":
-        print(asyncio.run(_create_key(settings, args.user)))
-    elif not asyncio.run(_revoke_key(settings, args.key_id)):
-        sys.exit(f"cronpilot: no active key {args.key_id}")
-    else:
-        print(f"revoked {args.key_id}")
+    args.handler(args)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
 
 from api.deps import AppState
+from api.docs import install_docs
 from api.errors import CatchAllMiddleware, install_error_handlers, problem_response
 from api.openapi import install_openapi
 from api.reconcile import reconcile
@@ -132,7 +133,10 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         version="0.1.0",
         description="Scheduled tasks and automation on Temporal.",
         lifespan=lifespan,
+        docs_url=None,  # served by install_docs, from the package rather than a CDN
+        redoc_url=None,
     )
+    install_docs(app)
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(CatchAllMiddleware)

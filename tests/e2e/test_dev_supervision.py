@@ -46,18 +46,19 @@ async def _until(check: object, timeout: float = 60) -> None:
 
 
 class Dev:
-    """A `cronpilot dev` process and what it printed."""
+    """A `cronpilot dev` process and what it printed. Given ``cwd``, it runs there, and
+    without ``--data-dir`` when ``data_dir`` is that directory's default ``.cronpilot``."""
 
-    def __init__(self, data_dir: Path, ports: dict[str, int]) -> None:
+    def __init__(self, data_dir: Path, ports: dict[str, int], cwd: Path | None = None) -> None:
         self.data_dir = data_dir
         self.ports = ports
         self.log = data_dir.parent / f"dev-{ports['api']}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("CRONPILOT_")}
+        default = cwd is not None and data_dir == cwd / ".cronpilot"
         command = [
             CRONPILOT,
             "dev",
-            "--data-dir",
-            str(data_dir),
+            *([] if default else ["--data-dir", str(data_dir)]),
             "--api-port",
             str(ports["api"]),
             "--temporal-port",
@@ -66,7 +67,7 @@ class Dev:
             str(ports["ui"]),
         ]
         self.process = subprocess.Popen(
-            command, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT
+            command, env=env, cwd=cwd, stdout=self.log.open("w"), stderr=subprocess.STDOUT
         )
 
     def output(self) -> str:
