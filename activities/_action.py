@@ -39,6 +39,7 @@ from schema.executions import ActionInput, ActionOutcome, LogEntry
 from schema.settings import Settings
 
 MAX_LOG_ENTRIES = 200
+CANCELLED = "Cancelled"  # what workflows.failures reads as a cancelled action
 MAX_RETRY_AFTER = timedelta(hours=1)
 # Heartbeats carry the log to the next attempt, let Temporal notice a dead worker within the
 # workflow's heartbeat timeout, and are how a cancellation reaches a running action.
@@ -220,6 +221,17 @@ class ActionRun:
             next_retry_delay=delay,
         )
 
+    def cancelled(self) -> None:
+        """A cancellation the user asked for ends the attempt as a `Cancelled` failure that
+        carries the log (Temporal's own cancellation carries nothing); a worker shutting
+        down lets the cancellation through, and the attempt is retried elsewhere."""
+        details = activity.cancellation_details()
+        if details is None or not details.cancel_requested or details.worker_shutdown:
+            return
+        self._ended = True
+        self.log("cancelled", level="warning")
+        raise ApplicationError("cancelled", self._details(), type=CANCELLED, non_retryable=True)
+
     def _jittered_delay(self) -> timedelta | None:
         retry = self.input.retry
         if not retry.jitter:
@@ -247,9 +259,12 @@ def action_activity(name: str, handler: Handler, deps: ActionDeps) -> Callable[.
 
     async def run_action(action_input: ActionInput) -> ActionOutcome:
         async with ActionRun(action_input, deps) as run:
-            config = await run.config()
             try:
+                config = await run.config()
                 result = await handler(run, config)
+            except asyncio.CancelledError:
+                run.cancelled()
+                raise
             except ApplicationError:
                 raise
             except BlockedAddress as error:

@@ -43,22 +43,14 @@ LATEST = datetime(2100, 12, 31, 23, 59, 59, tzinfo=UTC)
 NOT_ZONES = {"Factory", "localtime", "posixrules"}
 
 
+# Read once, at import: workflows validate their input inside Temporal's sandbox, which
+# forbids the file reads this takes (this module is passed through to the sandbox).
+ZONES = frozenset(available_timezones())
+
+
 def canonical_zone(name: str) -> bool:
     """An IANA zone name (``Europe/Berlin``, ``UTC``, ``US/Eastern``), not a host alias."""
-    return (
-        name not in NOT_ZONES
-        and not name.startswith(("posix/", "right/", "/"))
-        and name in _zones()
-    )
-
-
-_ZONES: set[str] = set()
-
-
-def _zones() -> set[str]:
-    if not _ZONES:
-        _ZONES.update(available_timezones())
-    return _ZONES
+    return name not in NOT_ZONES and not name.startswith(("posix/", "right/")) and name in ZONES
 
 
 def bounds_problems(data: Any) -> list[tuple[tuple[str | int, ...], str, Any]]:

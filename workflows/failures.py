@@ -19,6 +19,9 @@ from temporalio.exceptions import (
 from schema.executions import ExecutionError, ExecutionStatus, LogEntry
 from schema.tasks import RetrySpec
 
+# The type of the failure a cancelled action reports, with its log in its details.
+CANCELLED = "Cancelled"
+
 
 def retry_policy_for(retry: RetrySpec) -> RetryPolicy:
     """Temporal's retry policy for an action; jitter is added by the activity itself."""
@@ -52,7 +55,8 @@ def failure_from(error: BaseException, retry: RetrySpec) -> Failure:
     ):
         attempts = retry.max_attempts
     logs = [LogEntry.model_validate(entry) for entry in details.get("logs", [])]
-    if isinstance(cause, CancelledError | asyncio.CancelledError):
+    cancelled = isinstance(cause, ApplicationError) and cause.type == CANCELLED
+    if cancelled or isinstance(cause, CancelledError | asyncio.CancelledError):
         return Failure(
             "cancelled", ExecutionError(type="Cancelled", message="cancelled"), attempts, logs
         )

@@ -19,7 +19,7 @@ from temporalio.exceptions import (
     FailureError,
     is_cancelled_exception,
 )
-from temporalio.workflow import ActivityHandle, ParentClosePolicy
+from temporalio.workflow import ActivityCancellationType, ActivityHandle, ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.history import HistoryActivities
@@ -53,6 +53,8 @@ with workflow.unsafe.imports_passed_through():
 RECORD_THROUGH_CANCELLATION = "record-through-cancellation"
 # Runs from before it dropped an action's result that arrived with a cancellation.
 KEEP_LATE_RESULT = "keep-result-on-late-cancel"
+# A cancelled action reports its log (as a `Cancelled` failure) and the run waits for it.
+CANCEL_KEEPS_LOGS = "cancel-keeps-action-logs"
 # The running record retries until the database is back (nothing waits for it).
 HISTORY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
@@ -86,6 +88,9 @@ class TaskWorkflow:
     recorded as ``InvalidRunInput``, instead of failing its workflow task over and over.
     (A run already in flight whose input a deploy made unreadable cannot be saved this way:
     its history would no longer replay. Hence inputs only ever gain fields.)"""
+
+    def __init__(self) -> None:
+        self._cancelled = False
 
     @workflow.run
     async def run(self, raw: RawValue) -> dict[str, Any]:
@@ -125,6 +130,15 @@ class TaskWorkflow:
             outcome = await self._run_action(run, started)
         except (ActivityError, asyncio.CancelledError) as error:
             failure = failure_from(error, run.task.retry)
+            if self._cancelled and failure.status != "cancelled":
+                # Cancelled while its worker was gone, say (it then times out): still the
+                # user's cancellation, with the log it had.
+                failure = Failure(
+                    "cancelled",
+                    ExecutionError(type="Cancelled", message="cancelled"),
+                    failure.attempts,
+                    failure.logs,
+                )
         record = self._finished(run, started, outcome, failure)
         await self._settle_running_record(recording)
         await self._record(record)
@@ -192,6 +206,9 @@ class TaskWorkflow:
             heartbeat_timeout=ACTION_HEARTBEAT_TIMEOUT,
             retry_policy=retry_policy_for(run.task.retry),
             result_type=ActionOutcome,
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+            if workflow.patched(CANCEL_KEEPS_LOGS)
+            else ActivityCancellationType.TRY_CANCEL,
         )
         outcome: ActionOutcome
         try:
@@ -201,6 +218,7 @@ class TaskWorkflow:
             # that finished as the cancellation arrived keeps its result.
             if not action.done():
                 action.cancel()
+                self._cancelled = True
             elif not workflow.patched(KEEP_LATE_RESULT):
                 raise
             outcome = await action
