@@ -34,6 +34,7 @@ from activities._templates import (
     secret_forms,
 )
 from schema import crud
+from schema.actions import RENDERED, STORED
 from schema.crypto import SecretBox
 from schema.executions import ActionInput, ActionOutcome, LogEntry
 from schema.settings import Settings
@@ -120,7 +121,8 @@ class ActionRun:
             activity.heartbeat(self._details())
 
     async def config(self) -> BaseModel:
-        """The action's config with its templates rendered, validated again."""
+        """The action's config with its templates rendered, validated again (every check of
+        the config applies to rendered values too)."""
         config = self.input.action.config
         raw = config.model_dump(mode="json")
         context = self._template_context()
@@ -138,7 +140,7 @@ class ActionRun:
         except TemplateError as error:
             self.fail("TemplateError", f"{type(error).__name__}: {error}", retryable=False)
         try:
-            return type(config).model_validate(rendered)
+            return type(config).model_validate(rendered, context=RENDERED)
         except ValidationError as error:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
@@ -245,7 +247,10 @@ Handler = Callable[[ActionRun, Any], Awaitable[Any]]
 def action_activity(name: str, handler: Handler, deps: ActionDeps) -> Callable[..., Any]:
     """The Temporal activity ``name`` that runs ``handler`` with rendering and classification."""
 
-    async def run_action(action_input: ActionInput) -> ActionOutcome:
+    # The input is read here, not by the SDK: a config stored before a check was added
+    # still reads, and fails as InvalidConfig when it is validated again after rendering.
+    async def run_action(action_input: Any) -> ActionOutcome:
+        action_input = ActionInput.model_validate(action_input, context=STORED)
         async with ActionRun(action_input, deps) as run:
             config = await run.config()
             try:

@@ -178,8 +178,13 @@ async def _get(
     timeout_seconds: float,
     max_bytes: int,
 ) -> tuple[httpx.Response, bytes]:
+    # Names are ASCII tokens (checked with the config); values may be any text.
+    sent = {"Accept": ACCEPT, **(headers or {})}
     request = client.build_request(
-        "GET", url, headers={"Accept": ACCEPT, **(headers or {})}, timeout=timeout_seconds
+        "GET",
+        url,
+        headers={name.encode(): value.encode() for name, value in sent.items()},
+        timeout=timeout_seconds,
     )
     response = await client.send(request, stream=True)
     try:

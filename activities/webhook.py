@@ -60,7 +60,8 @@ async def _send(
     request = client.build_request(
         config.method,
         url,
-        headers=config.headers,
+        # Names are ASCII tokens (checked with the config); values may be any text.
+        headers={name.encode(): value.encode() for name, value in config.headers.items()},
         timeout=config.timeout_seconds,
         **body,
     )
