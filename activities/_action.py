@@ -17,7 +17,6 @@ from types import TracebackType
 from typing import Any, Literal, NoReturn
 
 import httpx
-from jinja2 import TemplateError
 from jinja2.exceptions import SecurityError
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -85,6 +84,7 @@ class ActionRun:
         self.attempt = info.attempt
         self.secrets: list[str] = []
         self.logs: list[LogEntry] = []
+        self._loaded_secrets: SecretValues | None = None
         self._ended = False
         details = info.heartbeat_details
         previous = details[0] if details and isinstance(details[0], dict) else {}
@@ -126,18 +126,17 @@ class ActionRun:
         config = self.input.action.config
         raw = config.model_dump(mode="json")
         context = self._template_context()
-        names = referenced_names(raw)
-        if "secrets" in names:
-            secrets = await self._load_secrets()
-            self.hide(*secrets.values())
-            context["secrets"] = secrets
+        if "secrets" in referenced_names(raw):
+            context["secrets"] = await self._secrets()
         try:
-            rendered = render(raw, context)
+            # In a thread: a template may take a moment (within its limits); the worker's
+            # event loop, and every other action's heartbeats, go on meanwhile.
+            rendered = await asyncio.to_thread(render, raw, context)
         except MissingSecret as error:
             self.fail("MissingSecret", str(error), retryable=False)
         except SecurityError as error:
             self.fail("TemplateSecurityError", str(error), retryable=False)
-        except TemplateError as error:
+        except Exception as error:  # a TemplateError, or what an expression raised (1/0)
             self.fail("TemplateError", f"{type(error).__name__}: {error}", retryable=False)
         try:
             return type(config).model_validate(rendered, context=RENDERED)
@@ -158,7 +157,9 @@ class ActionRun:
                 "run_id": self.input.run_id,
                 "attempt": self.attempt,
             },
-            "payload": context.payload,
+            # Scheduled and manual runs have no payload: an empty object, so that
+            # `payload.x is defined` and `payload | length` work the same for every run.
+            "payload": {} if context.payload is None else context.payload,
             "steps": context.steps,
             "now": datetime.now(UTC),
         }
@@ -171,19 +172,24 @@ class ActionRun:
 
     async def secret(self, name: str) -> str:
         """One of the user's secrets by name (redacted from then on); MissingSecret if absent."""
-        secrets = await self._load_secrets()
+        secrets = await self._secrets()
         try:
             value: str = secrets[name]
         except MissingSecret as error:
             self.fail("MissingSecret", str(error), retryable=False)
-        self.hide(value)
         return value
 
-    async def _load_secrets(self) -> SecretValues:
-        box = SecretBox(self.deps.settings)
-        async with self.deps.sessions() as session:
-            stored = await crud.list_secrets(session, user_id=self.input.user_id)
-        return SecretValues({s.name: box.decrypt(s.value_encrypted) for s in stored})
+    async def _secrets(self) -> SecretValues:
+        """The user's secrets, read once per attempt (one query, however many templates and
+        ``secret()`` calls use them); every value is redacted from then on."""
+        if self._loaded_secrets is None:
+            box = SecretBox(self.deps.settings)
+            async with self.deps.sessions() as session:
+                stored = await crud.list_secrets(session, user_id=self.input.user_id)
+            values = {s.name: box.decrypt(s.value_encrypted) for s in stored}
+            self.hide(*values.values())
+            self._loaded_secrets = SecretValues(values)
+        return self._loaded_secrets
 
     def log(self, message: str, level: LogLevel = "info") -> None:
         entry = LogEntry(at=datetime.now(UTC), level=level, message=redact(message, self.secrets))
