@@ -9,35 +9,22 @@ from typing import Any
 import httpx
 
 from activities._action import ActionRun
-from activities._http import read_capped, retry_after
+from activities._http import classified, read_capped, status_failure, text_of, where
 from schema.actions import WebhookConfig
 
 MAX_BODY_BYTES = 64 * 1024
-ERROR_BODY_CHARS = 300
 
 
 async def send(run: ActionRun, config: WebhookConfig) -> dict[str, Any]:
     """Send the configured HTTP request; return its status, headers and (capped) body."""
-    if not config.url.lower().startswith(("http://", "https://")):
-        run.fail("InvalidConfig", "the rendered url must start with http(s)://", retryable=False)
     run.log(f"{config.method} {config.url}")
     started = time.perf_counter()
-    try:
+    with classified(f"{config.method} {where(config.url)}", config.timeout_seconds):
         response, body, truncated = await _send(run.deps.http, config)
-    except httpx.TimeoutException as error:
-        run.fail(
-            "HttpTimeout",
-            f"no response within {config.timeout_seconds}s ({error!r})",
-            retryable=True,
-        )
-    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as error:
-        run.fail("InvalidConfig", f"bad URL: {error}", retryable=False)
-    except httpx.TransportError as error:
-        run.fail("HttpConnectionError", f"{type(error).__name__}: {error}", retryable=True)
     elapsed_ms = round((time.perf_counter() - started) * 1000)
     run.log(f"HTTP {response.status_code} in {elapsed_ms} ms")
     if not config.accepts(response.status_code):
-        _fail_on_status(run, response, body)
+        raise status_failure(response, body)
     return {
         "status_code": response.status_code,
         "headers": dict(response.headers),
@@ -71,25 +58,10 @@ async def _send(
 
 
 def _decode(response: httpx.Response, body: bytes) -> Any:
-    text = body.decode(response.encoding or "utf-8", errors="replace")
+    text = text_of(response, body)
     if "json" in response.headers.get("content-type", ""):
         try:
             return json.loads(text)
         except ValueError:
             pass
     return text
-
-
-def _fail_on_status(run: ActionRun, response: httpx.Response, body: bytes) -> None:
-    status = response.status_code
-    snippet = body[:ERROR_BODY_CHARS].decode(response.encoding or "utf-8", errors="replace")
-    message = f"unexpected HTTP {status} {response.reason_phrase}: {snippet}".rstrip(": ")
-    if status == 429:
-        run.fail(
-            "HttpStatusError",
-            message,
-            retryable=True,
-            retry_after=retry_after(response.headers.get("retry-after")),
-        )
-    # 408 and 5xx may pass; other 4xx and unexpected statuses will not change by retrying.
-    run.fail("HttpStatusError", message, retryable=status == 408 or status >= 500)

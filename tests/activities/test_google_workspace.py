@@ -248,18 +248,19 @@ def _error(status: int, code: str, reason: str = "") -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("status", "body", "headers", "error_type", "retryable", "delay"),
     [
-        (429, _error(429, "RESOURCE_EXHAUSTED"), {"Retry-After": "7"}, "GoogleRateLimited",
+        (429, _error(429, "RESOURCE_EXHAUSTED"), {"Retry-After": "7"}, "HttpStatusError",
          True, timedelta(seconds=7)),
+        # Drive and Gmail say "rate limited" with a 403 and a reason: retried.
         (403, _error(403, "PERMISSION_DENIED", "userRateLimitExceeded"), {},
-         "GoogleRateLimited", True, None),
-        (500, _error(500, "INTERNAL"), {}, "GoogleServerError", True, None),
-        (503, _error(503, "UNAVAILABLE"), {"Retry-After": "3"}, "GoogleServerError",
+         "HttpStatusError", True, None),
+        (500, _error(500, "INTERNAL"), {}, "HttpStatusError", True, None),
+        (503, _error(503, "UNAVAILABLE"), {"Retry-After": "3"}, "HttpStatusError",
          True, timedelta(seconds=3)),
         (403, _error(403, "PERMISSION_DENIED", "forbidden"), {}, "GoogleAuthError",
          False, None),
-        (400, _error(400, "INVALID_ARGUMENT", "badRequest"), {}, "GoogleApiError",
+        (400, _error(400, "INVALID_ARGUMENT", "badRequest"), {}, "HttpStatusError",
          False, None),
-        (404, _error(404, "NOT_FOUND"), {}, "GoogleApiError", False, None),
+        (404, _error(404, "NOT_FOUND"), {}, "HttpStatusError", False, None),
     ],
 )  # fmt: skip
 async def test_google_errors_are_classified(
