@@ -1,6 +1,7 @@
 """The action runtime: what every action activity shares. Rendering its config (and
-validating it again once rendered), its log, heartbeats, attempt bookkeeping, and the one
-place where failures are logged, redacted and turned into Temporal's ``ApplicationError``.
+validating it again once rendered), its log, heartbeats, attempt bookkeeping, the size
+limit of its result, and the one place where failures are logged, redacted and turned into
+Temporal's ``ApplicationError``.
 
 Helpers fail a run by raising ``ActionFailure`` (``activities/_failure.py``); anything else
 they raise is unexpected: its traceback is logged once (redacted) and the attempt fails with
@@ -33,6 +34,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities._failure import EXCERPT_SCAN_CHARS, ActionFailure, excerpt
 from activities._network import BlockedAddress, GuardedTransport
+from activities._results import MAX_RESULT_BYTES, bounded
 from activities._templates import (
     MissingSecret,
     SecretValues,
@@ -246,10 +248,16 @@ class ActionRun:
         activity.heartbeat(self._details())
 
     def outcome(self, result: Any) -> ActionOutcome:
+        """The attempt's outcome: the result redacted, then bounded in size."""
+        result = bounded(redact(result, self.secrets))
+        if isinstance(result, dict) and result.get("result_truncated") is True:
+            self.log(
+                f"the result is {result.get('result_bytes')} bytes as JSON, over the limit "
+                f"of {MAX_RESULT_BYTES}: it was cut (result_truncated)",
+                "warning",
+            )
         self.log("succeeded")
-        return ActionOutcome(
-            result=redact(result, self.secrets), logs=self.logs, attempt=self.attempt
-        )
+        return ActionOutcome(result=result, logs=self.logs, attempt=self.attempt)
 
     def fail(
         self,

@@ -21,7 +21,8 @@ from activities._action import ActionRun
 from activities._failure import ActionFailure
 from schema.actions import FileOperationConfig
 
-MAX_READ_BYTES = 512 * 1024  # results travel through Temporal (2 MB payload limit)
+# What read may load (memory); a result over the runtime's limit is cut (result_truncated).
+MAX_READ_BYTES = 512 * 1024
 # The config caps content at 10 million characters; UTF-8 may turn that into 40 MB.
 MAX_WRITE_BYTES = 10 * 1024 * 1024
 # The largest file an append may grow or a copy may duplicate.

@@ -54,8 +54,8 @@ ASSERTION_LIFETIME_SECONDS = 3600
 TOKEN_REFRESH_MARGIN_SECONDS = 300
 MAX_CACHED_TOKENS = 1024
 REQUEST_TIMEOUT_SECONDS = 60.0
+# What is read of an answer (memory); the result is bounded by the runtime.
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
-MAX_RESULT_BYTES = 64 * 1024
 NOISY_FIELDS = frozenset({"kind", "etag", "iCalUID", "sequence", "reminders", "eventType"})
 RATE_LIMIT_REASONS = frozenset(
     {"rateLimitExceeded", "userRateLimitExceeded", "RATE_LIMIT_EXCEEDED"}
@@ -280,7 +280,7 @@ OPERATIONS: dict[str, tuple[type[_Params], Callable[[Any], ApiRequest]]] = {
 
 
 async def call(run: ActionRun, config: GoogleWorkspaceConfig) -> dict[str, Any]:
-    """Call one Google Workspace operation; return the API's response, trimmed."""
+    """Call one Google Workspace operation; return the API's response without noisy fields."""
     model, build = OPERATIONS[config.operation]
     try:
         params = model.model_validate(config.params)
@@ -300,7 +300,8 @@ async def call(run: ActionRun, config: GoogleWorkspaceConfig) -> dict[str, Any]:
     run.log(f"HTTP {response.status_code}")
     if not response.is_success:
         raise _status_failure(response, body, token_endpoint=False)
-    return _trimmed(_decoded(response, body))
+    answer = _without_noise(_decoded(response, body))
+    return answer if isinstance(answer, dict) else {"response": answer}
 
 
 def _credentials(run: ActionRun, name: str, value: str) -> str | ServiceAccount:
@@ -451,7 +452,7 @@ def _decoded(response: httpx.Response, body: bytes) -> Any:
     try:
         return json.loads(text)
     except ValueError:
-        return {"text": text[:MAX_RESULT_BYTES]}
+        return {"text": text}
 
 
 def _status_failure(
@@ -486,32 +487,10 @@ def _error_detail(answer: Any) -> tuple[set[str], str]:
     return reasons, text
 
 
-def _trimmed(response: Any) -> dict[str, Any]:
-    """The answer without noisy fields, and at most MAX_RESULT_BYTES of JSON."""
-    cleaned = _without_noise(response)
-    answer: dict[str, Any] = cleaned if isinstance(cleaned, dict) else {"response": cleaned}
-    if _size(answer) <= MAX_RESULT_BYTES:
-        return answer
-    rows = answer.get("values")
-    if isinstance(rows, list):
-        budget = MAX_RESULT_BYTES - _size({**answer, "values": []}) - 100
-        kept: list[Any] = []
-        for row in rows:
-            budget -= _size(row) + 1
-            if budget < 0:
-                break
-            kept.append(row)
-        return {**answer, "values": kept, "values_truncated": True, "total_rows": len(rows)}
-    return {"truncated": True, "preview": json.dumps(answer)[:MAX_RESULT_BYTES]}
-
-
 def _without_noise(value: Any) -> Any:
+    """The answer without fields that only say how Google keeps it (kind, etag, ...)."""
     if isinstance(value, dict):
         return {k: _without_noise(v) for k, v in value.items() if k not in NOISY_FIELDS}
     if isinstance(value, list):
         return [_without_noise(item) for item in value]
     return value
-
-
-def _size(value: Any) -> int:
-    return len(json.dumps(value, separators=(",", ":")))

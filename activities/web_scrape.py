@@ -26,8 +26,6 @@ from activities._failure import ActionFailure
 from activities._http import ERROR_BODY_BYTES, classified, read_capped, status_failure, where
 from schema.actions import WebScrapeConfig
 
-MAX_TEXT_CHARS = 20_000
-MAX_VALUE_CHARS = 20_000
 # With `all`, at most this many matches per selector are read.
 MAX_MATCHES = 1_000
 CHARSET_SNIFF_BYTES = 16_384
@@ -258,14 +256,14 @@ def _compile(name: str, css: str) -> soupsieve.SoupSieve:
 def _value(page: Page, tag: Tag, attribute: str | None) -> str | None:
     if attribute is None:
         pieces = (" " if piece is None else piece for piece in _strings(tag, skip=HIDDEN))
-        return _normalised("".join(pieces))[:MAX_VALUE_CHARS]
+        return _normalised("".join(pieces))
     value = tag.get(attribute)
     if value is None:
         return None
     text = value if isinstance(value, str) else " ".join(value)
     if attribute.lower() in URL_ATTRIBUTES:
         text = urljoin(_base_url(page), text.strip())
-    return text[:MAX_VALUE_CHARS]
+    return text
 
 
 def _base_url(page: Page) -> str:
@@ -274,9 +272,10 @@ def _base_url(page: Page) -> str:
     return urljoin(page.url, href) if isinstance(href, str) else page.url
 
 
-def main_text(page: Page, *, max_chars: int = MAX_TEXT_CHARS) -> str:
+def main_text(page: Page, *, max_chars: int | None = None) -> str:
     """The body's text without scripts, styles, nav, header and footer: one line per block,
-    whitespace collapsed, at most ``max_chars``. CPU-bound on big pages: run it in a thread."""
+    whitespace collapsed, at most ``max_chars`` (all of it by default: the result's size is
+    bounded by the runtime). CPU-bound on big pages: run it in a thread."""
     lines: list[str] = []
     line: list[str] = []
     size = 0
@@ -289,7 +288,7 @@ def main_text(page: Page, *, max_chars: int = MAX_TEXT_CHARS) -> str:
         if text:
             lines.append(text)
             size += len(text) + 1
-            if size > max_chars:
+            if max_chars is not None and size > max_chars:
                 break
     else:
         lines.append(_normalised("".join(line)))

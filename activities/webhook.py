@@ -12,15 +12,16 @@ from activities._action import ActionRun
 from activities._http import classified, read_capped, status_failure, text_of, where
 from schema.actions import WebhookConfig
 
-MAX_BODY_BYTES = 64 * 1024
+# What is read of a response (memory); the result is bounded by the runtime.
+MAX_BODY_BYTES = 1024 * 1024
 
 
 async def send(run: ActionRun, config: WebhookConfig) -> dict[str, Any]:
-    """Send the configured HTTP request; return its status, headers and (capped) body."""
+    """Send the configured HTTP request; return its status, headers and body."""
     run.log(f"{config.method} {config.url}")
     started = time.perf_counter()
     with classified(f"{config.method} {where(config.url)}", config.timeout_seconds):
-        response, body, truncated = await _send(run.deps.http, config)
+        response, body = await _send(run.deps.http, config)
     elapsed_ms = round((time.perf_counter() - started) * 1000)
     run.log(f"HTTP {response.status_code} in {elapsed_ms} ms")
     if not config.accepts(response.status_code):
@@ -29,14 +30,11 @@ async def send(run: ActionRun, config: WebhookConfig) -> dict[str, Any]:
         "status_code": response.status_code,
         "headers": dict(response.headers),
         "body": _decode(response, body),
-        "body_truncated": truncated,
         "elapsed_ms": elapsed_ms,
     }
 
 
-async def _send(
-    client: httpx.AsyncClient, config: WebhookConfig
-) -> tuple[httpx.Response, bytes, bool]:
+async def _send(client: httpx.AsyncClient, config: WebhookConfig) -> tuple[httpx.Response, bytes]:
     body: dict[str, Any] = {}
     if isinstance(config.body, str):
         body["content"] = config.body.encode()
@@ -53,8 +51,8 @@ async def _send(
         **body,
     )
     response = await client.send(request, stream=True)
-    data, truncated = await read_capped(response, MAX_BODY_BYTES)
-    return response, data, truncated
+    data, _ = await read_capped(response, MAX_BODY_BYTES)
+    return response, data
 
 
 def _decode(response: httpx.Response, body: bytes) -> Any:
