@@ -135,8 +135,9 @@ class TaskWorkflow:
                 type=failure.error.type,
                 non_retryable=True,
             )
-        assert outcome is not None
-        return {"execution_id": str(started.execution_id), "result": outcome.result}
+        # Not the action's result: that is in the activity's result and the final record
+        # already (the completion's payload is not compared on replay).
+        return {"execution_id": str(started.execution_id), "status": record.status}
 
     async def _settle_running_record(self, recording: ActivityHandle[None]) -> None:
         """Let the running record land before the final one, as the database allows: it

@@ -13,6 +13,7 @@ from temporalio.testing import ActivityEnvironment
 from activities._results import MAX_RESULT_BYTES, size_of
 from activities.history import HistoryActivities
 from tests.conftest import ApiUser, eventually
+from tests.fixtures.histories import events_holding
 from tests.fixtures.http_target import HttpTarget
 from tests.fixtures.tasks import fast_retry, recurring
 
@@ -125,7 +126,7 @@ async def test_connection_refused_is_retried(user: ApiUser) -> None:
 
 
 async def test_request_shape_and_a_body_over_the_result_limit(
-    user: ApiUser, target: HttpTarget
+    user: ApiUser, target: HttpTarget, temporal: Client
 ) -> None:
     key = uuid.uuid4().hex
     body = recurring(
@@ -158,6 +159,11 @@ async def test_request_shape_and_a_body_over_the_result_limit(
     assert size_of(result) <= MAX_RESULT_BYTES
     assert "body_truncated" not in result
     assert any("result_truncated" in entry["message"] for entry in big["logs"])
+    # In Temporal, the result is the activity's result, and nowhere else: the run returns
+    # {execution_id, status}, and its final record is written in-process (a local activity).
+    handle = temporal.get_workflow_handle(big["workflow_id"], run_id=big["run_id"])
+    assert events_holding(await handle.fetch_history(), "x" * 3000) == ["ACTIVITY_TASK_COMPLETED"]
+    assert await handle.result() == {"execution_id": big["id"], "status": "succeeded"}
 
 
 async def test_unexpected_status_per_expect_status(user: ApiUser, target: HttpTarget) -> None:
