@@ -1,5 +1,12 @@
-"""What every action activity shares: rendering its config, its log, heartbeats, attempt
-bookkeeping, redaction of secrets and classified failures.
+"""The action runtime: what every action activity shares. Rendering its config (and
+validating it again once rendered), its log, heartbeats, attempt bookkeeping, the size
+limit of its result, and the one place where failures are logged, redacted and turned into
+Temporal's ``ApplicationError``.
+
+Helpers fail a run by raising ``ActionFailure`` (``activities/_failure.py``); anything else
+they raise is unexpected: its traceback is logged once (redacted) and the attempt fails with
+the exception's class name as its type, retryably. The worker's log shows one line per
+failed attempt (``ONE_LINE_FAILURES``), not the SDK's traceback of our own failures.
 
 Logs survive retries: each attempt heartbeats its log, and the next attempt starts from
 the previous attempt's heartbeat details, so the final record shows every attempt.
@@ -9,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,14 +26,15 @@ from types import TracebackType
 from typing import Any, Literal, NoReturn
 
 import httpx
-from jinja2 import TemplateError
 from jinja2.exceptions import SecurityError
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities._failure import EXCERPT_SCAN_CHARS, ActionFailure, excerpt
 from activities._network import BlockedAddress, GuardedTransport
+from activities._results import MAX_RESULT_BYTES, bounded
 from activities._templates import (
     MissingSecret,
     SecretValues,
@@ -34,6 +44,7 @@ from activities._templates import (
     secret_forms,
 )
 from schema import crud
+from schema.actions import RENDERED, STORED
 from schema.crypto import SecretBox
 from schema.executions import ActionInput, ActionOutcome, LogEntry
 from schema.settings import Settings
@@ -44,7 +55,44 @@ MAX_RETRY_AFTER = timedelta(hours=1)
 # Heartbeats carry the log to the next attempt, let Temporal notice a dead worker within the
 # workflow's heartbeat timeout, and are how a cancellation reaches a running action.
 HEARTBEAT_EVERY_SECONDS = 5.0
+# A failed attempt's line in the worker's log quotes at most this much of its message.
+WORKER_LOG_MESSAGE_CHARS = 500
+# The SDK logs each failed activity attempt here ("Completing activity as failed").
+ACTIVITY_LOGGER = "temporalio.activity"
 LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class ActionError(ApplicationError):
+    """The ``ApplicationError`` of a classified action failure, raised by the runtime only:
+    Temporal records it like any other, and the worker logs it in one line."""
+
+
+class OneLineFailures(logging.Filter):
+    """On the SDK's activity logger: an ``ActionError`` (an expected failure) is logged as
+    one line without a traceback; any other failure keeps its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, ActionError):
+            info = getattr(record, "temporal_activity", None) or {}
+            message = " ".join(error.message.split())
+            if len(message) > WORKER_LOG_MESSAGE_CHARS:
+                message = message[: WORKER_LOG_MESSAGE_CHARS - 1] + "…"
+            record.msg = "%s attempt %s of %s failed (%s): %s: %s"
+            record.args = (
+                info.get("activity_type", "action"),
+                info.get("attempt", "?"),
+                info.get("workflow_id", "?"),
+                "not retryable" if error.non_retryable else "retryable",
+                error.type,
+                message,
+            )
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+ONE_LINE_FAILURES = OneLineFailures()
 
 
 @dataclass
@@ -85,6 +133,7 @@ class ActionRun:
         self.attempt = info.attempt
         self.secrets: list[str] = []
         self.logs: list[LogEntry] = []
+        self._loaded_secrets: SecretValues | None = None
         self._ended = False
         details = info.heartbeat_details
         previous = details[0] if details and isinstance(details[0], dict) else {}
@@ -121,30 +170,32 @@ class ActionRun:
             activity.heartbeat(self._details())
 
     async def config(self) -> BaseModel:
-        """The action's config with its templates rendered, validated again."""
+        """The action's config with its templates rendered, validated again (every check of
+        the config applies to rendered values too)."""
         config = self.input.action.config
         raw = config.model_dump(mode="json")
         context = self._template_context()
-        names = referenced_names(raw)
-        if "secrets" in names:
-            secrets = await self._load_secrets()
-            self.hide(*secrets.values())
-            context["secrets"] = secrets
+        if "secrets" in referenced_names(raw):
+            context["secrets"] = await self._secrets()
         try:
-            rendered = render(raw, context)
+            # In a thread: a template may take a moment (within its limits); the worker's
+            # event loop, and every other action's heartbeats, go on meanwhile.
+            rendered = await asyncio.to_thread(render, raw, context)
         except MissingSecret as error:
-            self.fail("MissingSecret", str(error), retryable=False)
+            raise ActionFailure("MissingSecret", str(error), retryable=False) from None
         except SecurityError as error:
-            self.fail("TemplateSecurityError", str(error), retryable=False)
-        except TemplateError as error:
-            self.fail("TemplateError", f"{type(error).__name__}: {error}", retryable=False)
+            raise ActionFailure("TemplateSecurityError", str(error), retryable=False) from None
+        except Exception as error:  # a TemplateError, or what an expression raised (1/0)
+            message = f"{type(error).__name__}: {error}"
+            raise ActionFailure("TemplateError", message, retryable=False) from None
         try:
-            return type(config).model_validate(rendered)
+            return type(config).model_validate(rendered, context=RENDERED)
         except ValidationError as error:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
             )
-            self.fail("InvalidConfig", f"after rendering templates: {problems}", retryable=False)
+            message = f"after rendering templates: {problems}"
+            raise ActionFailure("InvalidConfig", message, retryable=False) from None
 
     def _template_context(self) -> dict[str, Any]:
         context = self.input.context
@@ -157,7 +208,9 @@ class ActionRun:
                 "run_id": self.input.run_id,
                 "attempt": self.attempt,
             },
-            "payload": context.payload,
+            # Scheduled and manual runs have no payload: an empty object, so that
+            # `payload.x is defined` and `payload | length` work the same for every run.
+            "payload": {} if context.payload is None else context.payload,
             "steps": context.steps,
             "now": datetime.now(UTC),
         }
@@ -170,19 +223,24 @@ class ActionRun:
 
     async def secret(self, name: str) -> str:
         """One of the user's secrets by name (redacted from then on); MissingSecret if absent."""
-        secrets = await self._load_secrets()
+        secrets = await self._secrets()
         try:
             value: str = secrets[name]
         except MissingSecret as error:
-            self.fail("MissingSecret", str(error), retryable=False)
-        self.hide(value)
+            raise ActionFailure("MissingSecret", str(error), retryable=False) from None
         return value
 
-    async def _load_secrets(self) -> SecretValues:
-        box = SecretBox(self.deps.settings)
-        async with self.deps.sessions() as session:
-            stored = await crud.list_secrets(session, user_id=self.input.user_id)
-        return SecretValues({s.name: box.decrypt(s.value_encrypted) for s in stored})
+    async def _secrets(self) -> SecretValues:
+        """The user's secrets, read once per attempt (one query, however many templates and
+        ``secret()`` calls use them); every value is redacted from then on."""
+        if self._loaded_secrets is None:
+            box = SecretBox(self.deps.settings)
+            async with self.deps.sessions() as session:
+                stored = await crud.list_secrets(session, user_id=self.input.user_id)
+            values = {s.name: box.decrypt(s.value_encrypted) for s in stored}
+            self.hide(*values.values())
+            self._loaded_secrets = SecretValues(values)
+        return self._loaded_secrets
 
     def log(self, message: str, level: LogLevel = "info") -> None:
         entry = LogEntry(at=datetime.now(UTC), level=level, message=redact(message, self.secrets))
@@ -191,10 +249,16 @@ class ActionRun:
         activity.heartbeat(self._details())
 
     def outcome(self, result: Any) -> ActionOutcome:
+        """The attempt's outcome: the result redacted, then bounded in size."""
+        result = bounded(redact(result, self.secrets))
+        if isinstance(result, dict) and result.get("result_truncated") is True:
+            self.log(
+                f"the result is {result.get('result_bytes')} bytes as JSON, over the limit "
+                f"of {MAX_RESULT_BYTES}: it was cut (result_truncated)",
+                "warning",
+            )
         self.log("succeeded")
-        return ActionOutcome(
-            result=redact(result, self.secrets), logs=self.logs, attempt=self.attempt
-        )
+        return ActionOutcome(result=result, logs=self.logs, attempt=self.attempt)
 
     def fail(
         self,
@@ -204,20 +268,32 @@ class ActionRun:
         retryable: bool,
         retry_after: timedelta | None = None,
     ) -> NoReturn:
-        """Raise a classified failure; a retryable one gets a jittered or server-given delay."""
-        message = redact(message, self.secrets)
+        """Shortcut for ``raise ActionFailure(...)``."""
+        raise ActionFailure(error_type, message, retryable=retryable, retry_after=retry_after)
+
+    def failed(self, failure: ActionFailure) -> ActionError:
+        """``failure`` redacted (then its quote cut to an excerpt) and logged, as the error
+        Temporal records; a retryable one gets the delay the other side asked for, or a
+        jittered one."""
+        message = redact(failure.message, self.secrets)
+        if failure.quote:
+            # Redacted beyond what the excerpt reads, so no cut lands inside a secret it shows.
+            quoted = excerpt(redact(failure.quote[: 2 * EXCERPT_SCAN_CHARS], self.secrets))
+            message = f"{message}: {quoted}" if quoted else message
         self._ended = True
-        self.log(f"{error_type}: {message}", level="error")
+        self.log(f"{failure.type}: {message}", level="error")
         delay = None
-        if retryable:
-            delay = min(retry_after, MAX_RETRY_AFTER) if retry_after else self._jittered_delay()
-            if delay is not None and self.attempt < self.input.retry.max_attempts:
+        if failure.retryable:
+            delay = failure.retry_after or self._jittered_delay()
+            delay = min(delay, MAX_RETRY_AFTER) if delay is not None else None
+            retries = failure.type not in self.input.retry.non_retryable_errors
+            if delay is not None and retries and self.attempt < self.input.retry.max_attempts:
                 self.log(f"retrying in {delay.total_seconds():.2f}s", level="warning")
-        raise ApplicationError(
+        return ActionError(
             message,
             self._details(),
-            type=error_type,
-            non_retryable=not retryable,
+            type=failure.type,
+            non_retryable=not failure.retryable,
             next_retry_delay=delay,
         )
 
@@ -230,7 +306,15 @@ class ActionRun:
             return
         self._ended = True
         self.log("cancelled", level="warning")
-        raise ApplicationError("cancelled", self._details(), type=CANCELLED, non_retryable=True)
+        raise ActionError("cancelled", self._details(), type=CANCELLED, non_retryable=True)
+
+    def unexpected(self, error: Exception) -> ActionFailure:
+        """An exception no helper classified: its traceback goes to the worker's log once
+        (redacted), and the attempt fails with its class name as the type, retryably."""
+        trace = "".join(traceback.format_exception(error)).rstrip()
+        activity.logger.error("unexpected error in the action:\n%s", redact(trace, self.secrets))
+        message = str(error) or type(error).__name__
+        return ActionFailure(type(error).__name__, message, retryable=True)
 
     def _jittered_delay(self) -> timedelta | None:
         retry = self.input.retry
@@ -256,8 +340,12 @@ Handler = Callable[[ActionRun, Any], Awaitable[Any]]
 
 def action_activity(name: str, handler: Handler, deps: ActionDeps) -> Callable[..., Any]:
     """The Temporal activity ``name`` that runs ``handler`` with rendering and classification."""
+    logging.getLogger(ACTIVITY_LOGGER).addFilter(ONE_LINE_FAILURES)
 
-    async def run_action(action_input: ActionInput) -> ActionOutcome:
+    # The input is read here, not by the SDK: a config stored before a check was added
+    # still reads, and fails as InvalidConfig when it is validated again after rendering.
+    async def run_action(action_input: Any) -> ActionOutcome:
+        action_input = ActionInput.model_validate(action_input, context=STORED)
         async with ActionRun(action_input, deps) as run:
             try:
                 config = await run.config()
@@ -265,12 +353,13 @@ def action_activity(name: str, handler: Handler, deps: ActionDeps) -> Callable[.
             except asyncio.CancelledError:
                 run.cancelled()
                 raise
-            except ApplicationError:
-                raise
-            except BlockedAddress as error:
-                run.fail("BlockedAddress", str(error), retryable=False)
-            except Exception as error:  # unexpected: still classified, redacted and retried
-                run.fail(type(error).__name__, str(error), retryable=True)
+            except ActionFailure as failure:
+                raise run.failed(failure) from None
+            except BlockedAddress as error:  # the guard's refusal, wherever it surfaced
+                blocked = ActionFailure("BlockedAddress", str(error), retryable=False)
+                raise run.failed(blocked) from None
+            except Exception as error:
+                raise run.failed(run.unexpected(error)) from None
             return run.outcome(result)
 
     run_action.__name__ = run_action.__qualname__ = name

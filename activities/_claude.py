@@ -3,12 +3,16 @@
 The SDK speaks ``httpx2``, not ``httpx``; its requests are handed over to the worker's shared
 ``httpx`` client, so Claude calls go through the outbound network guard and the shared
 connection pool like every other action's. Temporal owns retries: the SDK's are off.
+
+A request that gets no answer fails like every HTTP-based action's (``HttpTimeout``,
+``HttpConnectionError``, ``BlockedAddress``: ``activities/_http.py``); an error answer keeps
+the API's own meaning (``AnthropicRateLimited``, ``AnthropicAuthError``, ...).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, NoReturn
+from typing import Any
 
 import anthropic
 import httpx
@@ -16,11 +20,11 @@ import httpx2
 from anthropic.types import TextBlock
 
 from activities._action import ActionRun
-from activities._http import retry_after
+from activities._failure import ActionFailure
+from activities._http import request_failure, retry_after
 from activities._network import BlockedAddress
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
-ERROR_DETAIL_CHARS = 500
 CONNECT_TIMEOUT_SECONDS = 10.0
 # The SDK's own estimate of how long a non-streamed answer may take: an hour per 128k tokens,
 # never less than ten minutes. The task's timeout still bounds the whole attempt.
@@ -86,13 +90,9 @@ async def complete(
                 timeout=httpx2.Timeout(_read_timeout(max_tokens), connect=CONNECT_TIMEOUT_SECONDS),
             )
     except anthropic.APIStatusError as error:
-        _fail_on_status(run, error)
-    except anthropic.APITimeoutError as error:
-        run.fail("AnthropicTimeout", f"{base_url}: {_cause(error)}", retryable=True)
-    except anthropic.APIConnectionError as error:
-        if isinstance(error.__cause__, BlockedAddress):
-            raise error.__cause__ from None
-        run.fail("AnthropicConnectionError", f"{base_url}: {_cause(error)}", retryable=True)
+        raise _status_failure(error) from None
+    except anthropic.APIConnectionError as error:  # APITimeoutError included
+        raise _transport_failure(error, f"POST {base_url.rstrip('/')}/v1/messages") from None
     text = "".join(block.text for block in message.content if isinstance(block, TextBlock))
     usage = {
         "input_tokens": message.usage.input_tokens,
@@ -116,32 +116,43 @@ def _read_timeout(max_tokens: int) -> float:
     return max(MIN_READ_TIMEOUT_SECONDS, max_tokens * SECONDS_PER_OUTPUT_TOKEN)
 
 
-def _cause(error: anthropic.APIConnectionError) -> str:
-    cause = error.__cause__
-    if cause is None:
-        return error.message
-    return f"{type(cause).__name__}: {cause}".rstrip(": ")
+def _transport_failure(error: anthropic.APIConnectionError, target: str) -> ActionFailure:
+    """The shared failure of the httpx error under the SDK's (or of a timeout)."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, httpx.HTTPError | httpx.InvalidURL | BlockedAddress):
+            return request_failure(cause, target)
+        cause = cause.__cause__
+    if isinstance(error, anthropic.APITimeoutError):
+        return request_failure(TimeoutError(), target)
+    reason = error.__cause__ or error
+    return ActionFailure(
+        "HttpConnectionError", f"{target}: {type(reason).__name__}: {reason}", retryable=True
+    )
 
 
-def _fail_on_status(run: ActionRun, error: anthropic.APIStatusError) -> NoReturn:
+def _status_failure(error: anthropic.APIStatusError) -> ActionFailure:
     status = error.status_code
-    detail = error.api_message or error.message
-    message = f"HTTP {status} {error.type or 'error'}: {detail[:ERROR_DETAIL_CHARS]}"
+    message = f"HTTP {status} {error.type or 'error'}"
     if error.request_id:
         message += f" (request-id {error.request_id})"
-    delay = retry_after(error.response.headers.get("retry-after"))
-    if status == 429:
-        run.fail("AnthropicRateLimited", message, retryable=True, retry_after=delay)
-    if status == 529:
-        run.fail("AnthropicOverloaded", message, retryable=True, retry_after=delay)
-    if status >= 500:
-        run.fail("AnthropicServerError", message, retryable=True, retry_after=delay)
-    if status == 408:
-        run.fail("AnthropicTimeout", message, retryable=True, retry_after=delay)
     if status == 401:
-        message += "; check CRONPILOT_ANTHROPIC_API_KEY"
-    # Any other 4xx is a request the API will refuse again: retrying only burns attempts.
-    run.fail(NOT_RETRYABLE_STATUS.get(status, "AnthropicInvalidRequest"), message, retryable=False)
+        message += ", check CRONPILOT_ANTHROPIC_API_KEY"
+    delay = retry_after(error.response.headers.get("retry-after"))
+    quote = error.api_message or error.message
+    if status == 429:
+        error_type, retryable = "AnthropicRateLimited", True
+    elif status == 529:
+        error_type, retryable = "AnthropicOverloaded", True
+    elif status >= 500:
+        error_type, retryable = "AnthropicServerError", True
+    elif status == 408:
+        error_type, retryable = "AnthropicTimeout", True
+    else:
+        # Any other 4xx is a request the API will refuse again: retrying only burns attempts.
+        error_type = NOT_RETRYABLE_STATUS.get(status, "AnthropicInvalidRequest")
+        retryable, delay = False, None
+    return ActionFailure(error_type, message, retryable=retryable, retry_after=delay, quote=quote)
 
 
 class SharedClientTransport(httpx2.AsyncBaseTransport):

@@ -18,9 +18,11 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from activities._action import ActionRun
+from activities._failure import ActionFailure
 from schema.actions import FileOperationConfig
 
-MAX_READ_BYTES = 512 * 1024  # results travel through Temporal (2 MB payload limit)
+# What read may load (memory); a result over the runtime's limit is cut (result_truncated).
+MAX_READ_BYTES = 512 * 1024
 # The config caps content at 10 million characters; UTF-8 may turn that into 40 MB.
 MAX_WRITE_BYTES = 10 * 1024 * 1024
 # The largest file an append may grow or a copy may duplicate.
@@ -47,13 +49,11 @@ _ERRORS = {
 }
 
 
-class FileProblem(Exception):
-    """A classified reason the operation cannot be done."""
+class FileProblem(ActionFailure):
+    """A classified reason the operation cannot be done (not retryable unless it says so)."""
 
     def __init__(self, error_type: str, message: str, *, retryable: bool = False) -> None:
-        super().__init__(message)
-        self.error_type = error_type
-        self.retryable = retryable
+        super().__init__(error_type, message, retryable=retryable)
 
 
 async def operate(run: ActionRun, config: FileOperationConfig) -> dict[str, Any]:
@@ -61,10 +61,7 @@ async def operate(run: ActionRun, config: FileOperationConfig) -> dict[str, Any]
     target = f" -> {config.destination}" if config.destination else ""
     run.log(f"{config.operation} {config.path}{target}")
     folder = run.deps.settings.files_root / str(run.input.user_id)
-    try:
-        return await asyncio.to_thread(_operate, folder, config)
-    except FileProblem as problem:
-        run.fail(problem.error_type, str(problem), retryable=problem.retryable)
+    return await asyncio.to_thread(_operate, folder, config)
 
 
 def _operate(folder_path: Path, config: FileOperationConfig) -> dict[str, Any]:

@@ -8,8 +8,9 @@ from typing import Any
 
 from activities._action import ActionRun
 from activities._claude import complete
-from activities.send_email import EmailError, build_message, deliver
-from activities.web_scrape import PageError, extract, fetch_page, main_text
+from activities._failure import ActionFailure
+from activities.send_email import build_message, deliver
+from activities.web_scrape import extract, fetch_page, main_text
 from schema import crud
 from schema.actions import GenerateReportConfig, TaskHistorySource, TextSource, UrlSource
 
@@ -66,13 +67,10 @@ async def _gather(
 
 
 async def _page_text(run: ActionRun, source: UrlSource) -> str:
-    try:
-        page = await fetch_page(run, source.url)
-        if source.selector is None:
-            return await asyncio.to_thread(main_text, page)
-        found = await asyncio.to_thread(extract, page, {"s": source.selector}, every=True)
-    except PageError as error:
-        error.fail(run)
+    page = await fetch_page(run, source.url)
+    if source.selector is None:
+        return await asyncio.to_thread(main_text, page, max_chars=MAX_SOURCE_CHARS)
+    found = await asyncio.to_thread(extract, page, {"s": source.selector}, every=True)
     matches = [text for text in found["s"] if text]
     if not matches:
         run.log(f"selector {source.selector!r} matched nothing on {source.url}", "warning")
@@ -84,7 +82,7 @@ async def _history(run: ActionRun, source: TaskHistorySource) -> str:
     async with run.deps.sessions() as session:
         task = await crud.get_task(session, user_id=run.input.user_id, task_id=source.task_id)
         if task is None:  # another user's task is as absent as a missing one
-            run.fail("SourceNotFound", f"no task {source.task_id}", retryable=False)
+            raise ActionFailure("SourceNotFound", f"no task {source.task_id}", retryable=False)
         rows = await crud.executions_since(
             session, user_id=run.input.user_id, task_id=task.id, since=since, limit=HISTORY_ROWS
         )
@@ -105,17 +103,14 @@ async def _history(run: ActionRun, source: TaskHistorySource) -> str:
 
 async def _email(run: ActionRun, config: GenerateReportConfig, content: str) -> dict[str, Any]:
     settings = run.deps.settings
-    try:
-        message = build_message(
-            sender=settings.smtp_from,
-            to=config.email_to,
-            subject=config.title,
-            text=content if config.format == "markdown" else None,
-            html=content if config.format == "html" else None,
-        )
-        delivery = await deliver(settings, message)
-    except EmailError as error:
-        run.fail(error.error_type, str(error), retryable=error.retryable)
+    message = build_message(
+        sender=settings.smtp_from,
+        to=config.email_to,
+        subject=config.title,
+        text=content if config.format == "markdown" else None,
+        html=content if config.format == "html" else None,
+    )
+    delivery = await deliver(settings, message)
     run.log(f"emailed to {', '.join(delivery.accepted)}")
     return {
         "message_id": message["Message-ID"],

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
-from typing import Any, NoReturn
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -35,7 +35,8 @@ from google.auth import crypt, jwt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from activities._action import ActionRun
-from activities._http import read_capped, retry_after
+from activities._failure import ActionFailure
+from activities._http import classified, read_capped, status_failure, text_of, where
 from schema.actions import GoogleWorkspaceConfig
 
 GOOGLE_API_BASE_URL = "https://www.googleapis.com"
@@ -53,14 +54,15 @@ ASSERTION_LIFETIME_SECONDS = 3600
 TOKEN_REFRESH_MARGIN_SECONDS = 300
 MAX_CACHED_TOKENS = 1024
 REQUEST_TIMEOUT_SECONDS = 60.0
+# What is read of an answer (memory); the result is bounded by the runtime.
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
-MAX_RESULT_BYTES = 64 * 1024
-ERROR_DETAIL_CHARS = 300
 NOISY_FIELDS = frozenset({"kind", "etag", "iCalUID", "sequence", "reminders", "eventType"})
 RATE_LIMIT_REASONS = frozenset(
     {"rateLimitExceeded", "userRateLimitExceeded", "RATE_LIMIT_EXCEEDED"}
 )
 MIME_TYPE = re.compile(r"[\w.+-]+/[\w.+-]+( *;[^\r\n]*)?")
+# An access token goes into the Authorization header: printable ASCII, no spaces.
+TOKEN = re.compile(r"[\x21-\x7e]+")
 
 # (sha256 of the private key, client_email, subject, scope, token URL) -> (token, good until).
 # The key's hash is part of the key so a token is only ever handed to a holder of that key.
@@ -278,7 +280,7 @@ OPERATIONS: dict[str, tuple[type[_Params], Callable[[Any], ApiRequest]]] = {
 
 
 async def call(run: ActionRun, config: GoogleWorkspaceConfig) -> dict[str, Any]:
-    """Call one Google Workspace operation; return the API's response, trimmed."""
+    """Call one Google Workspace operation; return the API's response without noisy fields."""
     model, build = OPERATIONS[config.operation]
     try:
         params = model.model_validate(config.params)
@@ -287,7 +289,8 @@ async def call(run: ActionRun, config: GoogleWorkspaceConfig) -> dict[str, Any]:
             f"params.{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
             for e in error.errors()
         )
-        run.fail("InvalidConfig", f"{config.operation}: {problems}", retryable=False)
+        message = f"{config.operation}: {problems}"
+        raise ActionFailure("InvalidConfig", message, retryable=False) from None
     request = build(params)
     credentials = _credentials(
         run, config.credentials_secret, await run.secret(config.credentials_secret)
@@ -296,8 +299,9 @@ async def call(run: ActionRun, config: GoogleWorkspaceConfig) -> dict[str, Any]:
     response, body = await _send(run, _api_request(run, config.service, request, token))
     run.log(f"HTTP {response.status_code}")
     if not response.is_success:
-        _fail_on_status(run, response, body, token_endpoint=False)
-    return _trimmed(_decoded(response, body))
+        raise _status_failure(response, body, token_endpoint=False)
+    answer = _without_noise(_decoded(response, body))
+    return answer if isinstance(answer, dict) else {"response": answer}
 
 
 def _credentials(run: ActionRun, name: str, value: str) -> str | ServiceAccount:
@@ -316,6 +320,12 @@ def _credentials(run: ActionRun, name: str, value: str) -> str | ServiceAccount:
     token = data.get("access_token")
     if not isinstance(token, str) or not token:
         run.fail("InvalidCredentials", f"secret {name!r}: {expected}", retryable=False)
+    if not TOKEN.fullmatch(token):
+        run.fail(
+            "InvalidCredentials",
+            f"secret {name!r}: the access_token has spaces, line breaks or non-ASCII characters",
+            retryable=False,
+        )
     return token
 
 
@@ -395,7 +405,7 @@ async def _mint(
     )
     response, body = await _send(run, request)
     if not response.is_success:
-        _fail_on_status(run, response, body, token_endpoint=True)
+        raise _status_failure(response, body, token_endpoint=True)
     answer = _decoded(response, body)
     token = answer.get("access_token") if isinstance(answer, dict) else None
     if not isinstance(token, str) or not token:
@@ -425,51 +435,38 @@ def _api_request(run: ActionRun, service: str, request: ApiRequest, token: str) 
 
 
 async def _send(run: ActionRun, request: httpx.Request) -> tuple[httpx.Response, bytes]:
-    where = f"{request.url.host}{request.url.path}"
-    try:
+    with classified(where(request), REQUEST_TIMEOUT_SECONDS):
         response = await run.deps.http.send(request, stream=True)
         body, too_large = await read_capped(response, MAX_RESPONSE_BYTES)
-    except httpx.TimeoutException as error:
-        run.fail("GoogleTimeout", f"{where}: no answer in time ({error!r})", retryable=True)
-    except httpx.TransportError as error:
-        run.fail(
-            "GoogleConnectionError", f"{where}: {type(error).__name__}: {error}", retryable=True
-        )
     if too_large:
-        run.fail(
-            "GoogleResponseTooLarge",
-            f"{where} answered more than {MAX_RESPONSE_BYTES} bytes",
+        raise ActionFailure(
+            "HttpResponseTooLarge",
+            f"{where(request)} answered more than {MAX_RESPONSE_BYTES} bytes",
             retryable=False,
         )
     return response, body
 
 
 def _decoded(response: httpx.Response, body: bytes) -> Any:
-    text = body.decode(response.encoding or "utf-8", errors="replace")
+    text = text_of(response, body)
     try:
         return json.loads(text)
     except ValueError:
-        return {"text": text[:MAX_RESULT_BYTES]}
+        return {"text": text}
 
 
-def _fail_on_status(
-    run: ActionRun, response: httpx.Response, body: bytes, *, token_endpoint: bool
-) -> NoReturn:
+def _status_failure(
+    response: httpx.Response, body: bytes, *, token_endpoint: bool
+) -> ActionFailure:
+    """The shared ``HttpStatusError``, but ``GoogleAuthError`` for a refused token or grant,
+    and retryable for a 403 that Drive or Gmail use to say "rate limited"."""
     status = response.status_code
     reasons, detail = _error_detail(_decoded(response, body))
-    where = "token endpoint" if token_endpoint else "Google API"
-    message = f"{where} answered HTTP {status}: {detail}".rstrip(": ")
-    delay = retry_after(response.headers.get("retry-after"))
-    # Drive and Gmail signal rate limits as 403 with a reason, not only as 429.
-    if status == 429 or reasons & RATE_LIMIT_REASONS:
-        run.fail("GoogleRateLimited", message, retryable=True, retry_after=delay)
-    if status >= 500:
-        run.fail("GoogleServerError", message, retryable=True, retry_after=delay)
-    if status == 408:
-        run.fail("GoogleTimeout", message, retryable=True)
+    if status in (429, 408) or status >= 500 or reasons & RATE_LIMIT_REASONS:
+        return status_failure(response, body, retryable=True, detail=detail)
     if status in (401, 403) or token_endpoint:
-        run.fail("GoogleAuthError", message, retryable=False)
-    run.fail("GoogleApiError", message, retryable=False)
+        return status_failure(response, body, error_type="GoogleAuthError", detail=detail)
+    return status_failure(response, body, detail=detail)
 
 
 def _error_detail(answer: Any) -> tuple[set[str], str]:
@@ -480,42 +477,20 @@ def _error_detail(answer: Any) -> tuple[set[str], str]:
     if isinstance(error, str):  # OAuth: {"error": "invalid_grant", "error_description": ...}
         return {error}, f"{error}: {answer.get('error_description', '')}".rstrip(": ")
     if not isinstance(error, dict):
-        return set(), str(answer.get("text", answer))[:ERROR_DETAIL_CHARS]
+        return set(), str(answer.get("text", answer))
     reasons = {
         str(item.get("reason"))
         for item in [*error.get("errors", []), *error.get("details", [])]
         if isinstance(item, dict) and item.get("reason")
     }
     text = f"{error.get('status', '')} {error.get('message', '')}".strip()
-    return reasons, text[:ERROR_DETAIL_CHARS]
-
-
-def _trimmed(response: Any) -> dict[str, Any]:
-    """The answer without noisy fields, and at most MAX_RESULT_BYTES of JSON."""
-    cleaned = _without_noise(response)
-    answer: dict[str, Any] = cleaned if isinstance(cleaned, dict) else {"response": cleaned}
-    if _size(answer) <= MAX_RESULT_BYTES:
-        return answer
-    rows = answer.get("values")
-    if isinstance(rows, list):
-        budget = MAX_RESULT_BYTES - _size({**answer, "values": []}) - 100
-        kept: list[Any] = []
-        for row in rows:
-            budget -= _size(row) + 1
-            if budget < 0:
-                break
-            kept.append(row)
-        return {**answer, "values": kept, "values_truncated": True, "total_rows": len(rows)}
-    return {"truncated": True, "preview": json.dumps(answer)[:MAX_RESULT_BYTES]}
+    return reasons, text
 
 
 def _without_noise(value: Any) -> Any:
+    """The answer without fields that only say how Google keeps it (kind, etag, ...)."""
     if isinstance(value, dict):
         return {k: _without_noise(v) for k, v in value.items() if k not in NOISY_FIELDS}
     if isinstance(value, list):
         return [_without_noise(item) for item in value]
     return value
-
-
-def _size(value: Any) -> int:
-    return len(json.dumps(value, separators=(",", ":")))

@@ -73,10 +73,16 @@ class HistoryActivities:
             await self.write_execution_record(record)
 
     @activity.defn
-    async def write_execution_record(self, record: ExecutionFinished) -> None:
+    async def write_execution_record(self, record: ExecutionFinished | None = None) -> None:
         """Write the final row; the first time only, move the task's counters and status.
         A one-time task's scheduled run completes (or fails) the task, unless the task was
-        given a new run_at meanwhile, and then its spent schedule is deleted."""
+        given a new run_at meanwhile, and then its spent schedule is deleted.
+
+        Without ``record`` (as a ``RecordExecutionWorkflow`` calls it), the record is read
+        from the start of the calling workflow, which holds it already: passed again, the
+        action's result would be stored in Temporal once more."""
+        if record is None:
+            record = await self._handed_over_record()
         finishing = record.task_type == "one_time" and record.trigger == "schedule"
         # Only a scheduled run moves the schedule on; other runs leave next_run_at as it is.
         moves_schedule = record.trigger == "schedule" and record.task_type == "recurring"
@@ -109,6 +115,19 @@ class HistoryActivities:
                     )
             if finishing:
                 await self._delete_spent_schedule(record)
+
+    async def _handed_over_record(self) -> ExecutionFinished:
+        """The input of the workflow this activity runs for (a RecordExecutionWorkflow)."""
+        info = activity.info()
+        if info.workflow_id is not None:
+            handle = self.client.get_workflow_handle(info.workflow_id, run_id=info.workflow_run_id)
+            async for event in handle.fetch_history_events():
+                payloads = event.workflow_execution_started_event_attributes.input.payloads
+                [record] = await self.client.data_converter.decode(payloads, [ExecutionFinished])
+                assert isinstance(record, ExecutionFinished)
+                return record
+        message = "no record given, and no workflow whose input it is"
+        raise ApplicationError(message, type="RecordNotFound", non_retryable=True)
 
     async def _delete_spent_schedule(self, record: ExecutionFinished) -> None:
         """Delete a finished one-time task's schedule, under the row lock, unless the task

@@ -34,6 +34,8 @@ from typing import Any, Literal, NoReturn
 
 from activities import _sandbox
 from activities._action import ActionRun
+from activities._failure import ActionFailure
+from activities._templates import redact
 from schema.actions import RunCodeConfig
 
 MAX_STREAM_BYTES = 64 * 1024
@@ -328,7 +330,9 @@ def _fail(
     network, a second attempt would end the same way and only burn the worker's time."""
     for name, capture in (("stdout", stdout), ("stderr", stderr)):
         if capture.size:
-            tail = capture.tail.decode("utf-8", errors="replace")[-LOG_TAIL_CHARS:]
+            # Redacted before it is cut, so that the cut never leaves part of a secret.
+            text = redact(capture.tail.decode("utf-8", errors="replace"), run.secrets)
+            tail = text[-LOG_TAIL_CHARS:]
             run.log(f"{name} (last {LOG_TAIL_CHARS} characters): {tail}", "warning")
     if timed_out:
         run.fail(
@@ -349,8 +353,12 @@ def _fail(
         )
     reason = f"killed by {_signal_name(-exit_code)}" if exit_code < 0 else f"exit code {exit_code}"
     lines = stderr.tail.decode("utf-8", errors="replace").strip().splitlines()
-    last_error = lines[-1][:500] if lines else "nothing on stderr"
-    run.fail("CodeFailed", f"the program failed ({reason}): {last_error}", retryable=False)
+    raise ActionFailure(
+        "CodeFailed",
+        f"the program failed ({reason})",
+        retryable=False,
+        quote=lines[-1] if lines else "nothing on stderr",
+    )
 
 
 def _signal_name(number: int) -> str:

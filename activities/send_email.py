@@ -1,8 +1,8 @@
 """The ``send_email`` action, and the message building and SMTP delivery other actions reuse.
 
 `build_message` makes the message (Bcc stays in it, as with smtplib); `deliver` sends it
-through the configured server, never transmits the Bcc header, and raises `EmailError`
-with a stable type and whether a retry could help.
+through the configured server and never transmits the Bcc header. Both fail with an
+``ActionFailure`` (its stable type and whether a retry could help).
 """
 
 from __future__ import annotations
@@ -22,21 +22,13 @@ from typing import Any, Literal
 import aiosmtplib
 
 from activities._action import ActionRun
+from activities._failure import ActionFailure
 from schema.actions import SendEmailConfig
 from schema.settings import Settings
 
 SMTP_TIMEOUT_SECONDS = 30.0
 NOT_CONFIGURED = "no SMTP server is configured (set CRONPILOT_SMTP_HOST)"
 Stage = Literal["connect", "starttls", "login", "send"]
-
-
-class EmailError(Exception):
-    """A classified failure to build or deliver an email."""
-
-    def __init__(self, error_type: str, message: str, *, retryable: bool) -> None:
-        super().__init__(message)
-        self.error_type = error_type
-        self.retryable = retryable
 
 
 @dataclass(frozen=True)
@@ -52,26 +44,23 @@ async def send(run: ActionRun, config: SendEmailConfig) -> dict[str, Any]:
     """Send the configured email over SMTP; return its Message-ID and accepted recipients."""
     settings = run.deps.settings
     if not settings.smtp_host:
-        run.fail("SmtpNotConfigured", NOT_CONFIGURED, retryable=False)
-    try:
-        message = build_message(
-            sender=settings.smtp_from,
-            to=config.to,
-            cc=config.cc,
-            bcc=config.bcc,
-            subject=config.subject,
-            text=config.text,
-            html=config.html,
-            reply_to=config.reply_to,
-        )
-        run.log(
-            f"sending {message['Message-ID']} to {len(envelope_recipients(message))} "
-            f"recipient(s) via {settings.smtp_host}:{settings.smtp_port} "
-            f"({settings.smtp_security})"
-        )
-        delivery = await deliver(settings, message)
-    except EmailError as error:
-        run.fail(error.error_type, str(error), retryable=error.retryable)
+        raise ActionFailure("SmtpNotConfigured", NOT_CONFIGURED, retryable=False)
+    message = build_message(
+        sender=settings.smtp_from,
+        to=config.to,
+        cc=config.cc,
+        bcc=config.bcc,
+        subject=config.subject,
+        text=config.text,
+        html=config.html,
+        reply_to=config.reply_to,
+    )
+    run.log(
+        f"sending {message['Message-ID']} to {len(envelope_recipients(message))} "
+        f"recipient(s) via {settings.smtp_host}:{settings.smtp_port} "
+        f"({settings.smtp_security})"
+    )
+    delivery = await deliver(settings, message)
     for address, reply in delivery.refused.items():
         run.log(f"refused {address}: {reply}", level="warning")
     run.log(f"accepted for {len(delivery.accepted)} recipient(s): {delivery.response}")
@@ -95,9 +84,9 @@ def build_message(
 ) -> EmailMessage:
     """A message with Message-ID and Date; multipart/alternative when both bodies are given."""
     if text is None and html is None:
-        raise EmailError("InvalidConfig", "give text, html or both", retryable=False)
+        raise ActionFailure("InvalidConfig", "give text, html or both", retryable=False)
     if "\r" in subject or "\n" in subject:
-        raise EmailError("InvalidConfig", "the subject must be a single line", retryable=False)
+        raise ActionFailure("InvalidConfig", "the subject must be a single line", retryable=False)
     from_address = _address(sender, "CRONPILOT_SMTP_FROM", error_type="SmtpNotConfigured")
     message = EmailMessage()
     message["From"] = from_address
@@ -121,7 +110,7 @@ def build_message(
 
 
 def _address(value: str, field: str, *, error_type: str = "InvalidConfig") -> Address:
-    """One mailbox (``a@b.c`` or ``Name <a@b.c>``), or an `EmailError` naming the field."""
+    """One mailbox (``a@b.c`` or ``Name <a@b.c>``), or an ``ActionFailure`` naming the field."""
     addresses: list[Address] = []
     defects: list[MessageDefect] = []
     try:
@@ -132,7 +121,7 @@ def _address(value: str, field: str, *, error_type: str = "InvalidConfig") -> Ad
     # A non-ASCII local part is legal (SMTPUTF8); any other defect means no clean address.
     defects = [d for d in defects if not isinstance(d, NonASCIILocalPartDefect)]
     if len(addresses) != 1 or defects or not addresses[0].username or not addresses[0].domain:
-        raise EmailError(
+        raise ActionFailure(
             error_type, f"{field}: {value!r} is not one email address", retryable=False
         )
     return addresses[0]
@@ -156,14 +145,14 @@ def envelope_recipients(message: EmailMessage) -> list[str]:
 
 
 async def deliver(settings: Settings, message: EmailMessage) -> Delivery:
-    """Send ``message`` through the configured SMTP server, or raise a classified EmailError.
+    """Send ``message`` through the configured SMTP server, or raise a classified ActionFailure.
 
     Succeeds when the server takes the message for at least one recipient; the others are
     in ``Delivery.refused`` and are not retried, since a retry would repeat the message
     for those who already have it.
     """
     if not settings.smtp_host:
-        raise EmailError("SmtpNotConfigured", NOT_CONFIGURED, retryable=False)
+        raise ActionFailure("SmtpNotConfigured", NOT_CONFIGURED, retryable=False)
     recipients = envelope_recipients(message)
     sender = message["From"].addresses[0].addr_spec
     client = aiosmtplib.SMTP(
@@ -199,39 +188,41 @@ async def deliver(settings: Settings, message: EmailMessage) -> Delivery:
     )
 
 
-def _classified(error: Exception, stage: Stage) -> EmailError:
-    """The EmailError for what aiosmtplib (or the socket under it) raised at ``stage``."""
+def _classified(error: Exception, stage: Stage) -> ActionFailure:
+    """The ActionFailure for what aiosmtplib (or the socket under it) raised at ``stage``."""
     tls_error = error if isinstance(error, ssl.SSLError) else error.__cause__
     if isinstance(tls_error, ssl.SSLError):
         # A failed certificate check or protocol mismatch will fail the same way again.
         retryable = isinstance(tls_error, ssl.SSLEOFError)
-        return EmailError(
+        return ActionFailure(
             "SmtpTlsError", f"TLS with the SMTP server: {tls_error}", retryable=retryable
         )
     if isinstance(error, aiosmtplib.SMTPRecipientsRefused):
         replies = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in error.recipients)
         if any(400 <= r.code < 500 for r in error.recipients):
-            return EmailError(
+            return ActionFailure(
                 "SmtpTemporaryError", f"recipients refused for now: {replies}", retryable=True
             )
-        return EmailError(
+        return ActionFailure(
             "SmtpRecipientsRefused", f"every recipient was refused: {replies}", retryable=False
         )
     if isinstance(error, aiosmtplib.SMTPResponseException):
         reply = f"{error.code} {error.message}"
         if 400 <= error.code < 500:
-            return EmailError("SmtpTemporaryError", f"{stage}: {reply}", retryable=True)
+            return ActionFailure("SmtpTemporaryError", f"{stage}: {reply}", retryable=True)
         if isinstance(error, aiosmtplib.SMTPAuthenticationError):
-            return EmailError("SmtpAuthError", f"login refused: {reply}", retryable=False)
-        return EmailError("SmtpRejected", f"{stage}: {reply}", retryable=False)
+            return ActionFailure("SmtpAuthError", f"login refused: {reply}", retryable=False)
+        return ActionFailure("SmtpRejected", f"{stage}: {reply}", retryable=False)
     if isinstance(error, (ConnectionError, TimeoutError, OSError)):
-        return EmailError("SmtpConnectionError", f"{type(error).__name__}: {error}", retryable=True)
+        return ActionFailure(
+            "SmtpConnectionError", f"{type(error).__name__}: {error}", retryable=True
+        )
     if isinstance(error, aiosmtplib.SMTPException) and stage in ("starttls", "login"):
         # The server does not offer STARTTLS or AUTH; sending without would be worse.
         error_type = "SmtpTlsError" if stage == "starttls" else "SmtpAuthError"
-        return EmailError(error_type, str(error), retryable=False)
+        return ActionFailure(error_type, str(error), retryable=False)
     if isinstance(error, aiosmtplib.SMTPException):
-        return EmailError("SmtpRejected", f"{stage}: {error}", retryable=False)
+        return ActionFailure("SmtpRejected", f"{stage}: {error}", retryable=False)
     if isinstance(error, ValueError):
-        return EmailError("InvalidConfig", f"{stage}: {error}", retryable=False)
-    return EmailError(type(error).__name__, f"{stage}: {error}", retryable=True)
+        return ActionFailure("InvalidConfig", f"{stage}: {error}", retryable=False)
+    return ActionFailure(type(error).__name__, f"{stage}: {error}", retryable=True)

@@ -1,8 +1,9 @@
 """The ``web_scrape`` action: fetch one HTML page and read it with CSS selectors.
 
 ``fetch_page``, ``compile_selectors``, ``extract`` and ``main_text`` are also what other
-actions (``generate_report``'s url sources) use to read a page; they raise ``PageError``,
-which ``PageError.fail`` turns into the run's classified failure.
+actions (``generate_report``'s url sources) use to read a page; they fail the run with an
+``ActionFailure``: the shared HTTP names (``activities/_http.py``), and ``InvalidSelector``,
+``NotHtml`` and ``HttpResponseTooLarge`` (over ``max_bytes``).
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ import codecs
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any, NoReturn
+from typing import Any
 from urllib.parse import urljoin
 
 import httpx
@@ -22,13 +22,12 @@ from bs4 import BeautifulSoup, CData, Tag
 from bs4.element import PreformattedString
 
 from activities._action import ActionRun
-from activities._http import retry_after
+from activities._failure import ActionFailure
+from activities._http import ERROR_BODY_BYTES, classified, read_capped, status_failure, where
 from schema.actions import WebScrapeConfig
 
-MAX_TEXT_CHARS = 20_000
-MAX_VALUE_CHARS = 20_000
+# With `all`, at most this many matches per selector are read.
 MAX_MATCHES = 1_000
-ERROR_BODY_BYTES = 300
 CHARSET_SNIFF_BYTES = 16_384
 ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.5"
 MARKUP_TYPES = ("text/html", "application/xhtml+xml", "application/xml", "text/xml")
@@ -45,27 +44,6 @@ XML_DECLARATION = re.compile(r"^\s*<\?xml\b[^>]*>", re.I)
 XML_ENCODING = re.compile(rb"""^\s*<\?xml\b[^>]*?encoding\s*=\s*["']([a-z0-9_.:-]+)""", re.I)
 META_CHARSET = re.compile(rb"""<meta\b[^>]*?charset\s*=\s*["']?\s*([a-z0-9_.:-]+)""", re.I)
 BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (b"\xfe\xff", "utf-16"))
-
-
-class PageError(Exception):
-    """A page could not be fetched or read; ``error_type`` is the stable failure type."""
-
-    def __init__(
-        self,
-        error_type: str,
-        message: str,
-        *,
-        retryable: bool,
-        retry_after: timedelta | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.error_type = error_type
-        self.retryable = retryable
-        self.retry_after = retry_after
-
-    def fail(self, run: ActionRun) -> NoReturn:
-        """Fail the run with this error's type and classification."""
-        run.fail(self.error_type, str(self), retryable=self.retryable, retry_after=self.retry_after)
 
 
 @dataclass
@@ -87,17 +65,14 @@ class Page:
 
 async def scrape(run: ActionRun, config: WebScrapeConfig) -> dict[str, Any]:
     """Fetch the page; return its title and each selector's text or attribute (or main text)."""
-    try:
-        selectors = compile_selectors(config.selectors)
-        page = await fetch_page(
-            run,
-            config.url,
-            headers=config.headers,
-            timeout_seconds=config.timeout_seconds,
-            max_bytes=config.max_bytes,
-        )
-    except PageError as error:
-        error.fail(run)
+    selectors = compile_selectors(config.selectors)
+    page = await fetch_page(
+        run,
+        config.url,
+        headers=config.headers,
+        timeout_seconds=config.timeout_seconds,
+        max_bytes=config.max_bytes,
+    )
     data, text = await asyncio.to_thread(_read, page, selectors, config)
     if selectors:
         unmatched = sum(value in (None, []) for value in data.values())
@@ -128,9 +103,9 @@ def compile_selectors(selectors: Mapping[str, str]) -> dict[str, soupsieve.SoupS
             compiled[name] = soupsieve.compile(css)
         except soupsieve.SelectorSyntaxError as error:
             reason = str(error).splitlines()[0]
-            raise PageError(
+            raise ActionFailure(
                 "InvalidSelector", f"selector {name!r} ({css!r}): {reason}", retryable=False
-            ) from error
+            ) from None
     return compiled
 
 
@@ -145,25 +120,12 @@ async def fetch_page(
     """GET ``url`` through the network guard, following redirects, and parse it as HTML.
 
     ``timeout_seconds`` bounds the whole fetch; a body over ``max_bytes`` (after content
-    decoding) is refused while streaming, not truncated. Raises ``PageError``.
+    decoding) is refused while streaming, not truncated. Raises ``ActionFailure``.
     """
-    if not url.lower().startswith(("http://", "https://")):
-        raise PageError("InvalidConfig", "the url must start with http(s)://", retryable=False)
     run.log(f"GET {url}")
-    try:
+    with classified(f"GET {where(url)}", timeout_seconds):
         async with asyncio.timeout(timeout_seconds):
             response, body = await _get(run.deps.http, url, headers, timeout_seconds, max_bytes)
-    except (httpx.TimeoutException, TimeoutError) as error:
-        raise PageError(
-            "HttpTimeout", f"no complete page within {timeout_seconds}s", retryable=True
-        ) from error
-    except httpx.TooManyRedirects as error:
-        raise PageError("TooManyRedirects", str(error), retryable=False) from error
-    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as error:
-        raise PageError("InvalidConfig", f"bad URL: {error}", retryable=False) from error
-    except httpx.TransportError as error:
-        message = f"{type(error).__name__}: {error}"
-        raise PageError("HttpConnectionError", message, retryable=True) from error
     charset = _charset(response, body)
     run.log(f"HTTP {response.status_code} from {response.url}, {len(body)} bytes, {charset}")
     html = body.decode(charset, errors="replace")
@@ -178,19 +140,27 @@ async def _get(
     timeout_seconds: float,
     max_bytes: int,
 ) -> tuple[httpx.Response, bytes]:
+    # Names are ASCII tokens (checked with the config); values may be any text.
+    sent = {"Accept": ACCEPT, **(headers or {})}
     request = client.build_request(
-        "GET", url, headers={"Accept": ACCEPT, **(headers or {})}, timeout=timeout_seconds
+        "GET",
+        url,
+        headers={name.encode(): value.encode() for name, value in sent.items()},
+        timeout=timeout_seconds,
     )
     response = await client.send(request, stream=True)
     try:
+        if not response.is_success:
+            error_body, _ = await read_capped(response, ERROR_BODY_BYTES)
+            raise status_failure(response, error_body)
         _check_response(response, max_bytes)
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.aiter_bytes():
             size += len(chunk)
             if size > max_bytes:
-                raise PageError(
-                    "PageTooLarge",
+                raise ActionFailure(
+                    "HttpResponseTooLarge",
                     f"the page is larger than max_bytes ({max_bytes}); stopped reading",
                     retryable=False,
                 )
@@ -201,19 +171,10 @@ async def _get(
 
 
 def _check_response(response: httpx.Response, max_bytes: int) -> None:
-    """Refuse error statuses, non-markup content and declared oversize before the body."""
-    status = response.status_code
-    if not 200 <= status < 300:
-        raise PageError(
-            "HttpStatusError",
-            f"HTTP {status} {response.reason_phrase} from {response.url}",
-            # 408, 429 and 5xx may pass; other statuses will not change by retrying.
-            retryable=status in (408, 429) or status >= 500,
-            retry_after=retry_after(response.headers.get("retry-after")) if status == 429 else None,
-        )
+    """Refuse non-markup content and declared oversize before the body."""
     media_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type and not (media_type in MARKUP_TYPES or media_type.endswith("+xml")):
-        raise PageError(
+        raise ActionFailure(
             "NotHtml",
             f"{response.url} is {media_type}, not HTML (the webhook action fetches other content)",
             retryable=False,
@@ -221,8 +182,8 @@ def _check_response(response: httpx.Response, max_bytes: int) -> None:
     length = response.headers.get("content-length", "")
     # Compressed bodies only have their decoded size checked, while streaming.
     if length.isdigit() and int(length) > max_bytes and "content-encoding" not in response.headers:
-        raise PageError(
-            "PageTooLarge",
+        raise ActionFailure(
+            "HttpResponseTooLarge",
             f"the page declares {length} bytes, more than max_bytes ({max_bytes})",
             retryable=False,
         )
@@ -295,14 +256,14 @@ def _compile(name: str, css: str) -> soupsieve.SoupSieve:
 def _value(page: Page, tag: Tag, attribute: str | None) -> str | None:
     if attribute is None:
         pieces = (" " if piece is None else piece for piece in _strings(tag, skip=HIDDEN))
-        return _normalised("".join(pieces))[:MAX_VALUE_CHARS]
+        return _normalised("".join(pieces))
     value = tag.get(attribute)
     if value is None:
         return None
     text = value if isinstance(value, str) else " ".join(value)
     if attribute.lower() in URL_ATTRIBUTES:
         text = urljoin(_base_url(page), text.strip())
-    return text[:MAX_VALUE_CHARS]
+    return text
 
 
 def _base_url(page: Page) -> str:
@@ -311,9 +272,10 @@ def _base_url(page: Page) -> str:
     return urljoin(page.url, href) if isinstance(href, str) else page.url
 
 
-def main_text(page: Page, *, max_chars: int = MAX_TEXT_CHARS) -> str:
+def main_text(page: Page, *, max_chars: int | None = None) -> str:
     """The body's text without scripts, styles, nav, header and footer: one line per block,
-    whitespace collapsed, at most ``max_chars``. CPU-bound on big pages: run it in a thread."""
+    whitespace collapsed, at most ``max_chars`` (all of it by default: the result's size is
+    bounded by the runtime). CPU-bound on big pages: run it in a thread."""
     lines: list[str] = []
     line: list[str] = []
     size = 0
@@ -326,7 +288,7 @@ def main_text(page: Page, *, max_chars: int = MAX_TEXT_CHARS) -> str:
         if text:
             lines.append(text)
             size += len(text) + 1
-            if size > max_chars:
+            if max_chars is not None and size > max_chars:
                 break
     else:
         lines.append(_normalised("".join(line)))

@@ -2,17 +2,110 @@
 
 Adding an action type means a config model, an ``XAction`` wrapper and a route here, a
 module in ``activities/`` and one registry entry there.
+
+Values that end up in an HTTP request line or header, or in an email header, are checked
+when a config is saved, so that a request that cannot be sent is a located 422, not a run
+that retries: URLs (http or https, a host, a port from 1 to 65535, no control characters),
+header names (RFC 7230 tokens) and values (no CR, LF or other control character), and
+single-line email fields (addresses, subject, a report's title, Gmail's ``to`` and
+``subject``, a Drive file's ``mime_type``). A value holding template
+syntax is checked once rendered: the activity validates the rendered config again with
+``RENDERED``, where every value is checked, and fails with ``InvalidConfig``.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+# Validation contexts. Without one (a config as the API receives it), a value holding
+# template syntax is left for after rendering; RENDERED checks every value; STORED (a config
+# saved, or carried by a schedule or a run, before a check existed) skips the checks on
+# request values, so that it still reads, and fails as InvalidConfig when its run validates
+# it again after rendering, instead of failing to load.
+CONFIG_MODE = "cronpilot_config"
+RENDERED = {CONFIG_MODE: "rendered"}
+STORED = {CONFIG_MODE: "stored"}
+# RFC 7230: a header name is a token.
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# Tab is allowed in a header value, no other control character.
+HEADER_VALUE_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+URL_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def is_template(text: str) -> bool:
+    """Whether ``text`` holds template syntax (else it is used as it is)."""
+    return "{{" in text or "{%" in text or "{#" in text
+
+
+def _checked(value: str, info: ValidationInfo) -> bool:
+    """Whether a request value is checked in this validation (see the contexts above)."""
+    mode = info.context.get(CONFIG_MODE) if isinstance(info.context, dict) else None
+    if mode == "stored":
+        return False
+    return mode == "rendered" or not is_template(value)
+
+
+def _http_url(value: str, info: ValidationInfo) -> str:
+    if not _checked(value, info):
+        return value
+    if not value.lower().startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    if URL_FORBIDDEN.search(value):
+        raise ValueError("must not contain line breaks or other control characters")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as error:
+        message = f"is not a valid URL ({error}); a port is a number from 1 to 65535"
+        raise ValueError(message) from None
+    if not parts.hostname:
+        raise ValueError("has no host")
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError(f"port {port} is outside 1-65535")
+    return value
+
+
+def _header_name(value: str, info: ValidationInfo) -> str:
+    if _checked(value, info) and not HEADER_NAME.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a header name: ASCII letters, digits and !#$%&'*+-.^_`|~ only "
+            "(an RFC 7230 token), no spaces"
+        )
+    return value
+
+
+def _header_value(value: str, info: ValidationInfo) -> str:
+    if _checked(value, info) and HEADER_VALUE_FORBIDDEN.search(value):
+        raise ValueError("a header value cannot contain line breaks (CR, LF) or control characters")
+    return value
+
+
+def _single_line(value: str, info: ValidationInfo) -> str:
+    if _checked(value, info) and ("\r" in value or "\n" in value):
+        raise ValueError("must be a single line (no CR or LF): it goes into a message header")
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+HeaderName = Annotated[str, AfterValidator(_header_name)]
+HeaderValue = Annotated[str, AfterValidator(_header_value)]
+Headers = dict[HeaderName, HeaderValue]
+SingleLine = Annotated[str, AfterValidator(_single_line)]
 
 
 class StrictModel(BaseModel):
@@ -24,9 +117,9 @@ class StrictModel(BaseModel):
 class WebhookConfig(StrictModel):
     """An outbound HTTP request."""
 
-    url: str = Field(min_length=1, max_length=2048, description="http(s) URL; a template.")
+    url: HttpUrl = Field(min_length=1, max_length=2048, description="http(s) URL; a template.")
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: Headers = Field(default_factory=dict)
     query: dict[str, str] = Field(default_factory=dict)
     body: Any = Field(None, description="JSON value, or a string sent as text.")
     timeout_seconds: float = Field(30, gt=0, le=3600)
@@ -39,14 +132,6 @@ class WebhookConfig(StrictModel):
     @classmethod
     def _upper_method(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        # A template is checked again once rendered, inside the activity.
-        if "{{" not in value and not value.lower().startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value
 
     def accepts(self, status: int) -> bool:
         """Whether a response status counts as success."""
@@ -87,13 +172,13 @@ class AiPromptConfig(StrictModel):
 class SendEmailConfig(StrictModel):
     """An email over the configured SMTP server."""
 
-    to: list[str] = Field(min_length=1, max_length=100)
-    cc: list[str] = Field(default_factory=list, max_length=100)
-    bcc: list[str] = Field(default_factory=list, max_length=100)
-    subject: str = Field(min_length=1, max_length=998)
+    to: list[SingleLine] = Field(min_length=1, max_length=100)
+    cc: list[SingleLine] = Field(default_factory=list, max_length=100)
+    bcc: list[SingleLine] = Field(default_factory=list, max_length=100)
+    subject: SingleLine = Field(min_length=1, max_length=998)
     text: str | None = None
     html: str | None = None
-    reply_to: str | None = None
+    reply_to: SingleLine | None = None
 
     @model_validator(mode="after")
     def _has_body(self) -> SendEmailConfig:
@@ -114,7 +199,7 @@ class RunCodeConfig(StrictModel):
 
 class UrlSource(StrictModel):
     kind: Literal["url"]
-    url: str = Field(min_length=1, max_length=2048)
+    url: HttpUrl = Field(min_length=1, max_length=2048)
     selector: str | None = None
 
 
@@ -135,23 +220,23 @@ ReportSource = Annotated[UrlSource | TextSource | TaskHistorySource, Field(discr
 class GenerateReportConfig(StrictModel):
     """A report written by Claude from gathered sources, optionally emailed."""
 
-    title: str = Field(min_length=1, max_length=300)
+    title: SingleLine = Field(min_length=1, max_length=300, description="Also the subject.")
     instructions: str = Field(min_length=1, max_length=50_000)
     sources: list[ReportSource] = Field(default_factory=list, max_length=20)
     format: Literal["markdown", "html"] = "markdown"
-    email_to: list[str] = Field(default_factory=list, max_length=100)
+    email_to: list[SingleLine] = Field(default_factory=list, max_length=100)
 
 
 class WebScrapeConfig(StrictModel):
     """A page fetched and read with CSS selectors."""
 
-    url: str = Field(min_length=1, max_length=2048)
+    url: HttpUrl = Field(min_length=1, max_length=2048)
     selectors: dict[str, str] = Field(default_factory=dict, max_length=100)
     attributes: dict[str, str] = Field(
         default_factory=dict, description="Per selector name: read this attribute, not text."
     )
     all: bool = Field(False, description="Every match as a list, not the first.")
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: Headers = Field(default_factory=dict)
     timeout_seconds: float = Field(30, gt=0, le=600)
     max_bytes: int = Field(2_000_000, ge=1024, le=50_000_000)
 
@@ -186,6 +271,11 @@ GOOGLE_OPERATIONS = {
     "drive": ("upload_file",),
     "calendar": ("create_event",),
 }
+# Params that become a message or MIME part header: single lines.
+GOOGLE_HEADER_PARAMS = {
+    ("gmail", "send_email"): ("to", "subject"),
+    ("drive", "upload_file"): ("mime_type",),
+}
 
 
 class GoogleWorkspaceConfig(StrictModel):
@@ -197,6 +287,20 @@ class GoogleWorkspaceConfig(StrictModel):
         min_length=1, max_length=64, description="Secret holding an access token or SA key JSON."
     )
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("params")
+    @classmethod
+    def _header_params(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        operation = (str(info.data.get("service")), str(info.data.get("operation")))
+        for name in GOOGLE_HEADER_PARAMS.get(operation, ()):
+            found = params.get(name)
+            for value in found if isinstance(found, list) else [found]:
+                if isinstance(value, str):
+                    try:
+                        _single_line(value, info)
+                    except ValueError as error:
+                        raise ValueError(f"params.{name} {error}") from None
+        return params
 
     @model_validator(mode="after")
     def _operation_of_service(self) -> GoogleWorkspaceConfig:

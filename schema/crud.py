@@ -32,6 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
+from schema.actions import STORED
 from schema.executions import FINAL_STATUSES, ExecutionFinished, ExecutionStarted
 from schema.orm import ApiKey, Secret, Task, TaskExecution, User, UtcDateTime, utcnow
 from schema.tasks import TaskSpec
@@ -166,8 +167,10 @@ def apply_spec(task: Task, spec: TaskSpec) -> None:
 
 
 def task_spec(task: Task) -> TaskSpec:
-    """The spec stored on a task row."""
-    return TaskSpec.model_validate({name: getattr(task, name) for name in TaskSpec.model_fields})
+    """The spec stored on a task row (read as stored: a check added since does not make it
+    unreadable)."""
+    stored = {name: getattr(task, name) for name in TaskSpec.model_fields}
+    return TaskSpec.model_validate(stored, context=STORED)
 
 
 async def create_task(session: AsyncSession, *, user_id: uuid.UUID, spec: TaskSpec) -> Task:

@@ -23,7 +23,7 @@ from temporalio.workflow import ActivityCancellationType, ActivityHandle, Parent
 
 with workflow.unsafe.imports_passed_through():
     from activities.history import HistoryActivities
-    from schema.actions import ACTION_ROUTES
+    from schema.actions import ACTION_ROUTES, STORED
     from schema.executions import (
         ActionContext,
         ActionInput,
@@ -151,8 +151,9 @@ class TaskWorkflow:
                 type=failure.error.type,
                 non_retryable=True,
             )
-        assert outcome is not None
-        return {"execution_id": str(started.execution_id), "result": outcome.result}
+        # Not the action's result: that is in the activity's result and the final record
+        # already (the completion's payload is not compared on replay).
+        return {"execution_id": str(started.execution_id), "status": record.status}
 
     async def _settle_running_record(self, recording: ActivityHandle[None]) -> None:
         """Let the running record land before the final one, as the database allows: it
@@ -323,8 +324,13 @@ class TaskWorkflow:
 
 
 def _decode(raw: RawValue) -> tuple[TaskRunInput | None, str | None]:
+    """The run's input, read as stored (``STORED``): checks added to configs since it was
+    written do not make it unreadable; the action validates its config again."""
     try:
-        run = workflow.payload_converter().from_payload(raw.payload, TaskRunInput)
+        if raw.payload.metadata.get("encoding") == b"json/plain":
+            run = TaskRunInput.model_validate_json(raw.payload.data, context=STORED)
+        else:
+            run = workflow.payload_converter().from_payload(raw.payload, TaskRunInput)
     except Exception as error:  # any reason at all: the run fails visibly, once
         return None, f"the run's input cannot be read: {type(error).__name__}: {error}"[
             :MAX_PROBLEM_CHARS

@@ -186,7 +186,7 @@ async def test_an_unreachable_api_is_a_retryable_connection_error(
     failure = await failure_of(
         harness, _action("Anyone there?"), handler=prompt, **_api(claude, anthropic_base_url=closed)
     )
-    assert (failure.type, failure.non_retryable) == ("AnthropicConnectionError", False)
+    assert (failure.type, failure.non_retryable) == ("HttpConnectionError", False)
     assert "ConnectError" in failure.message
 
 

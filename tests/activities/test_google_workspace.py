@@ -248,18 +248,19 @@ def _error(status: int, code: str, reason: str = "") -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("status", "body", "headers", "error_type", "retryable", "delay"),
     [
-        (429, _error(429, "RESOURCE_EXHAUSTED"), {"Retry-After": "7"}, "GoogleRateLimited",
+        (429, _error(429, "RESOURCE_EXHAUSTED"), {"Retry-After": "7"}, "HttpStatusError",
          True, timedelta(seconds=7)),
+        # Drive and Gmail say "rate limited" with a 403 and a reason: retried.
         (403, _error(403, "PERMISSION_DENIED", "userRateLimitExceeded"), {},
-         "GoogleRateLimited", True, None),
-        (500, _error(500, "INTERNAL"), {}, "GoogleServerError", True, None),
-        (503, _error(503, "UNAVAILABLE"), {"Retry-After": "3"}, "GoogleServerError",
+         "HttpStatusError", True, None),
+        (500, _error(500, "INTERNAL"), {}, "HttpStatusError", True, None),
+        (503, _error(503, "UNAVAILABLE"), {"Retry-After": "3"}, "HttpStatusError",
          True, timedelta(seconds=3)),
         (403, _error(403, "PERMISSION_DENIED", "forbidden"), {}, "GoogleAuthError",
          False, None),
-        (400, _error(400, "INVALID_ARGUMENT", "badRequest"), {}, "GoogleApiError",
+        (400, _error(400, "INVALID_ARGUMENT", "badRequest"), {}, "HttpStatusError",
          False, None),
-        (404, _error(404, "NOT_FOUND"), {}, "GoogleApiError", False, None),
+        (404, _error(404, "NOT_FOUND"), {}, "HttpStatusError", False, None),
     ],
 )  # fmt: skip
 async def test_google_errors_are_classified(
@@ -330,12 +331,12 @@ async def test_malformed_credentials_are_invalid_credentials(
         ("gmail", "send_email", {"subject": "s", "text": "t"}, "params.to"),
         ("gmail", "send_email", {"to": "a@b.c", "subject": "s", "text": "t", "cc": "x"},
          "params.cc"),
-        ("gmail", "send_email", {"to": "a@b.c", "subject": "s\r\nBcc: x@y.z", "text": "t"},
+        ("gmail", "send_email", {"to": "a@b.c", "subject": "{{ payload.line }}", "text": "t"},
          "params.subject"),
         ("gmail", "send_email", {"to": "a@b.c", "subject": "s"}, "text or html"),
         ("sheets", "append_rows", {"spreadsheet_id": "s", "range": "A1"}, "params.values"),
         ("sheets", "read_range", {"spreadsheet_id": "s"}, "params.range"),
-        ("drive", "upload_file", {"name": "a", "content": "b", "mime_type": "text/x\r\nX: y"},
+        ("drive", "upload_file", {"name": "a", "content": "b", "mime_type": "{{ payload.type }}"},
          "params.mime_type"),
         ("calendar", "create_event",
          {"summary": "s", "start": "2025-01-01T10:00:00", "end": "2025-01-01T11:00:00"},
@@ -353,7 +354,11 @@ async def test_invalid_params_are_invalid_config_naming_the_param(
     named: str,
 ) -> None:
     await harness.put_secret("GOOGLE", json.dumps({"access_token": google.STATIC_TOKEN}))
-    failure = await failure_of(harness, _action(service, operation, params), **_on(google))
+    # Line breaks written in the config are a 422 at save (tests/schema); these are rendered.
+    payload = {"line": "s\r\nBcc: x@y.z", "type": "text/x\r\nX: y"}
+    failure = await failure_of(
+        harness, _action(service, operation, params), payload=payload, **_on(google)
+    )
     assert (failure.type, failure.non_retryable) == ("InvalidConfig", True)
     assert named in failure.message
     assert google.requests == []

@@ -169,7 +169,9 @@ async def test_bad_addresses_and_header_injection_are_invalid_config(
         {"to": ["not an address"]},
         {"to": ["ann@"]},
         {"cc": [f"{BOB}, {EVE}"]},
-        {"bcc": [f"{EVE}\r\nX-Injected: yes"]},
+        # A literal line break is a 422 when the task is saved (tests/schema); one that a
+        # template renders is refused when the config is validated again.
+        {"bcc": ["{{ payload.bcc }}"]},
         {"reply_to": "nobody"},
         {"subject": "{{ payload.subject }}"},
     ):
@@ -177,7 +179,10 @@ async def test_bad_addresses_and_header_injection_are_invalid_config(
             harness,
             _email(**config),
             handler=send,
-            payload={"subject": "Hello\r\nBcc: victim@example.com"},
+            payload={
+                "subject": "Hello\r\nBcc: victim@example.com",
+                "bcc": f"{EVE}\r\nX-Injected: yes",
+            },
             **smtp.settings(),
         )
         assert (error.type, error.non_retryable) == ("InvalidConfig", True), config

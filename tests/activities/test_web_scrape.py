@@ -107,7 +107,7 @@ async def test_max_bytes_is_enforced_while_streaming_and_from_content_length(
     assert fits["data"]["end"] == "THE END"
     for url in (f"{pages.url}/big?kb=4000", f"{pages.url}/big?kb=4000&length=1"):
         error = await failure_of(harness, _scrape(url, max_bytes=1_000_000), handler=scrape)
-        assert (error.type, error.non_retryable) == ("PageTooLarge", True)
+        assert (error.type, error.non_retryable) == ("HttpResponseTooLarge", True)
         assert "1000000" in error.message
 
 

@@ -24,7 +24,9 @@ from schema.db import create_engine, create_sessionmaker
 from schema.orm import Task, TaskExecution
 from schema.settings import Settings
 from schema.tasks import TaskRunInput, TaskSpec
+from schema.temporal_ids import record_workflow_id
 from tests.conftest import eventually
+from tests.fixtures.histories import events_holding
 from tests.fixtures.http_target import HttpTarget
 from tests.fixtures.tasks import recurring
 from tests.fixtures.tcp_proxy import TcpProxy
@@ -88,7 +90,9 @@ async def test_history_survives_a_database_outage(
     settings: Settings,
 ) -> None:
     key = uuid.uuid4().hex
-    body = recurring(f"{target.url}/ok/{key}", interval_seconds=3600)
+    body = recurring(
+        f"{target.url}/big/{key}?size=3000", interval_seconds=3600, config={"method": "GET"}
+    )
     task = await _task(sessions, body)
     async with _worker_behind_proxy(pg_url, temporal, settings) as worker:
         await worker.proxy.cut()
@@ -107,7 +111,7 @@ async def test_history_survives_a_database_outage(
         # Neither the action nor the end of the run waits for history: the run ends while
         # the database is still down, and hands its final record over.
         result = await asyncio.wait_for(handle.result(), timeout=30)
-        assert result["result"]["status_code"] == 200
+        assert result["status"] == "succeeded"
         assert target.hits(key) == 1
         assert await _finished_rows(sessions, task.id) == [], "nothing is written in the outage"
 
@@ -116,8 +120,20 @@ async def test_history_survives_a_database_outage(
         async with sessions() as session:
             stored = await session.get(Task, task.id)
         assert [(r.status, r.attempts, r.trigger) for r in rows] == [("succeeded", 1, "manual")]
+        assert str(rows[0].id) == result["execution_id"]
+        assert rows[0].result["body"] == "x" * 3000, "the handed-over record keeps the result"
         assert stored is not None and stored.run_count == 1
         assert target.hits(key) == 1
+    # The result is stored in Temporal as the action's result and as the hand-over's input
+    # (which Temporal copies to the child's start), never again: not in the run's own
+    # result, not in the input of the child's activity, which reads it from the child's start.
+    run_history = await handle.fetch_history()
+    assert events_holding(run_history, "x" * 3000) == [
+        "ACTIVITY_TASK_COMPLETED",
+        "START_CHILD_WORKFLOW_EXECUTION_INITIATED",
+    ]
+    child = temporal.get_workflow_handle(record_workflow_id(run_history.run_id))
+    assert events_holding(await child.fetch_history(), "x" * 3000) == ["WORKFLOW_EXECUTION_STARTED"]
 
 
 async def test_a_recurring_task_keeps_firing_through_a_database_outage(

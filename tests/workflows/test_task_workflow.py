@@ -10,8 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import ActivityEnvironment
 
+from activities._results import MAX_RESULT_BYTES, size_of
 from activities.history import HistoryActivities
 from tests.conftest import ApiUser, eventually
+from tests.fixtures.histories import events_holding
 from tests.fixtures.http_target import HttpTarget
 from tests.fixtures.tasks import fast_retry, recurring
 
@@ -123,7 +125,9 @@ async def test_connection_refused_is_retried(user: ApiUser) -> None:
     assert run["error"]["type"] == "HttpConnectionError"
 
 
-async def test_request_shape_and_capped_body(user: ApiUser, target: HttpTarget) -> None:
+async def test_request_shape_and_a_body_over_the_result_limit(
+    user: ApiUser, target: HttpTarget, temporal: Client
+) -> None:
     key = uuid.uuid4().hex
     body = recurring(
         f"{target.url}/ok/{key}",
@@ -141,11 +145,25 @@ async def test_request_shape_and_capped_body(user: ApiUser, target: HttpTarget) 
     assert sent["headers"]["x-test"] == "yes" and sent["body"] == '{"hello":"world"}'
     assert run["result"]["body"] == {"ok": True, "key": key, "hit": 1}
 
+    # Over what the webhook reads (1 MiB) and what a result may weigh (256 KiB): the status
+    # and headers stay whole, the body keeps its beginning, and the result says it was cut.
     big_key = uuid.uuid4().hex
     _, big = await _run_once(
-        user, recurring(f"{target.url}/big/{big_key}", config={"method": "GET"})
+        user, recurring(f"{target.url}/big/{big_key}?size=1500000", config={"method": "GET"})
     )
-    assert len(big["result"]["body"]) == 64 * 1024 and big["result"]["body_truncated"] is True
+    result = big["result"]
+    assert big["status"] == "succeeded" and result["status_code"] == 200
+    assert result["result_truncated"] is True and result["result_bytes"] > MAX_RESULT_BYTES
+    assert result["headers"]["content-length"] == "1500000"
+    assert set(result["body"]) == {"x"} and 200_000 < len(result["body"]) < MAX_RESULT_BYTES
+    assert size_of(result) <= MAX_RESULT_BYTES
+    assert "body_truncated" not in result
+    assert any("result_truncated" in entry["message"] for entry in big["logs"])
+    # In Temporal, the result is the activity's result, and nowhere else: the run returns
+    # {execution_id, status}, and its final record is written in-process (a local activity).
+    handle = temporal.get_workflow_handle(big["workflow_id"], run_id=big["run_id"])
+    assert events_holding(await handle.fetch_history(), "x" * 3000) == ["ACTIVITY_TASK_COMPLETED"]
+    assert await handle.result() == {"execution_id": big["id"], "status": "succeeded"}
 
 
 async def test_unexpected_status_per_expect_status(user: ApiUser, target: HttpTarget) -> None:
