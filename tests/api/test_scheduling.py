@@ -247,7 +247,12 @@ async def test_reconcile_recreates_missing_and_removes_orphans(
     async def listed() -> bool:  # the schedule list is eventually consistent
         return orphan_id in (await scheduling.schedule_ids(temporal)).values()
 
+    async def drifted() -> bool:  # the scheduler takes the unpause in its own time
+        described = await temporal.get_schedule_handle(f"task-{paused['id']}").describe()
+        return not described.schedule.state.paused
+
     await eventually(listed)
+    await eventually(drifted)
     report = await reconcile(sessions, temporal, settings.task_queue, orphan_grace=timedelta(0))
     assert f"task-{task['id']}" in report.created
     assert f"task-{paused['id']}" in report.updated

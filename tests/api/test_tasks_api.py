@@ -263,8 +263,13 @@ async def test_upcoming_merges_the_users_active_tasks(user: ApiUser) -> None:
     assert by_task[once["id"]] == 1 and paused["id"] not in by_task
     limited = await user.get("/api/tasks/upcoming", params={"limit": 3})
     assert len(limited.json()["items"]) == 3
-    backwards = await user.get(
+    empty = await user.get(
         "/api/tasks/upcoming", params={"from": start.isoformat(), "to": start.isoformat()}
+    )
+    assert empty.status_code == 200 and empty.json()["items"] == []
+    earlier = (start - timedelta(hours=1)).isoformat()
+    backwards = await user.get(
+        "/api/tasks/upcoming", params={"from": start.isoformat(), "to": earlier}
     )
     assert backwards.status_code == 422
 

@@ -5,15 +5,16 @@ the ones crud really runs, captured on the way to the database and explained the
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import event
+import pytest
+from sqlalchemy import delete, event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schema import crud
-from schema.orm import utcnow
+from schema.orm import Task, User, utcnow
 from schema.tasks import TaskCreate
 from tests.fixtures.tasks import recurring
 
@@ -37,20 +38,32 @@ async def _plan(
         statement, parameters = sent[-1]
         connection = await session.connection()
         if connection.dialect.name == "postgresql":
-            await connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            # Whatever the table's size: can an index answer it in order, with no sort?
+            for plan_type in ("seqscan", "bitmapscan", "sort"):
+                await connection.exec_driver_sql(f"SET LOCAL enable_{plan_type} = off")
             rows = await connection.exec_driver_sql("EXPLAIN " + statement, parameters)
         else:
             rows = await connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
         return "\n".join(str(row[-1]) for row in rows)
 
 
-async def _history(db: async_sessionmaker[AsyncSession]) -> tuple[uuid.UUID, uuid.UUID]:
+@pytest.fixture
+async def history(
+    db: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[tuple[uuid.UUID, uuid.UUID]]:
+    """A user and a task (never scheduled: it only gives the queries something to name),
+    removed afterwards so that no reconcile elsewhere gives it a schedule."""
+    body = recurring("http://127.0.0.1:9/", interval_seconds=86400)
     async with db.begin() as session:
         user = await crud.create_user(session, name=f"plans-{uuid.uuid4().hex[:8]}")
         task = await crud.create_task(
-            session, user_id=user.id, spec=TaskCreate.model_validate(recurring("http://x/"))
+            session, user_id=user.id, spec=TaskCreate.model_validate(body)
         )
-        return user.id, task.id
+        ids = user.id, task.id
+    yield ids
+    async with db.begin() as session:
+        await session.execute(delete(Task).where(Task.id == ids[1]))
+        await session.execute(delete(User).where(User.id == ids[0]))
 
 
 def _sorted(plan: str) -> bool:
@@ -58,9 +71,9 @@ def _sorted(plan: str) -> bool:
 
 
 async def test_execution_pages_read_the_keyset_index_in_order(
-    db: async_sessionmaker[AsyncSession],
+    db: async_sessionmaker[AsyncSession], history: tuple[uuid.UUID, uuid.UUID]
 ) -> None:
-    user_id, task_id = await _history(db)
+    user_id, task_id = history
     cursor = crud.encode_cursor(utcnow(), uuid.uuid4())
     for status in (None, "failed"):
 
@@ -86,9 +99,9 @@ async def test_running_executions_use_the_partial_index(
 
 
 async def test_duration_statistics_read_only_the_newest_runs(
-    db: async_sessionmaker[AsyncSession],
+    db: async_sessionmaker[AsyncSession], history: tuple[uuid.UUID, uuid.UUID]
 ) -> None:
-    _, task_id = await _history(db)
+    _, task_id = history
     plan = await _plan(db, lambda s: crud.duration_stats(s, task_id=task_id))
     assert "ix_task_executions_task_started" in plan, plan
     assert "Limit" in plan or "LIMIT" in plan.upper() or "SCAN" in plan, plan
