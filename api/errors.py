@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
@@ -20,6 +22,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.scheduling import ScheduleRefused
 from schema.crud import InvalidCursor
+from schema.db import is_unavailable
 
 log = logging.getLogger("cronpilot.api")
 PROBLEM = "application/problem+json"
@@ -114,12 +117,20 @@ def allowed_methods(request: Request) -> list[str]:
 
 
 def connection_lost(error: BaseException) -> bool:
-    """Whether a database error means the database cannot be reached (or is too busy)."""
-    if isinstance(error, PoolTimeout | ConnectionError | TimeoutError):
+    """Whether a database error means the database cannot be reached, or is too busy to
+    answer now (SQLite's lock, a pool timeout): a 503, try again."""
+    if isinstance(error, PoolTimeout) or is_unavailable(error):
         return True
-    if isinstance(error, DBAPIError):
-        return error.connection_invalidated or isinstance(error, OperationalError)
-    return False
+    original = getattr(error, "orig", None)
+    return isinstance(original, sqlite3.OperationalError) and "locked" in str(original)
+
+
+def unique_violation(error: BaseException) -> bool:
+    """Whether a write lost to a concurrent one on a unique key (a 409)."""
+    original = getattr(error, "orig", None)
+    if isinstance(original, psycopg.errors.UniqueViolation):
+        return True
+    return isinstance(original, sqlite3.IntegrityError) and "UNIQUE" in str(original)
 
 
 class CatchAllMiddleware:
@@ -208,9 +219,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ConnectionError)
     async def _database(_: Request, error: Exception) -> JSONResponse:
         if connection_lost(error):
-            log.warning("database unreachable: %s", type(error).__name__)
+            log.warning("database unreachable: %r", getattr(error, "orig", error))
             return problem_response(503, "the database is unreachable; try again shortly")
-        if isinstance(error, IntegrityError):
-            log.info("conflicting write: %s", type(error.orig).__name__)
+        if unique_violation(error):
+            log.info("conflicting write: %r", getattr(error, "orig", error))
             return problem_response(409, "the change conflicts with another one; try again")
         return internal_error(error)

@@ -44,6 +44,7 @@ MONTH_NAMES = (
     "december",
 )
 DAY_NAMES = ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
+MAX_STEP = 1000
 # The longest each month can be (February in a leap year).
 MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
@@ -131,6 +132,8 @@ def _parse_part(part: str, spec: _Field) -> _Part:
         if not (step_text.isascii() and step_text.isdigit()) or int(step_text) == 0:
             raise CronError(f"{spec.name} field: step {step_text!r} must be a positive number")
         step = int(step_text)
+        if step > MAX_STEP:  # Temporal keeps a step in 32 bits; far larger ones wrap around
+            raise CronError(f"{spec.name} field: step {step} is larger than {MAX_STEP}")
     if base == "*":
         return _Part(spec.low, spec.high, step, part)
     if "-" in base:

@@ -9,7 +9,7 @@ import json
 import secrets
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -142,7 +142,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raise InvalidCursor("invalid cursor") from error
     if at.tzinfo is None or at.utcoffset() is None:
         raise InvalidCursor("invalid cursor: its timestamp has no offset")
-    return at, row_id
+    return at.astimezone(UTC), row_id
 
 
 def _page(

@@ -14,12 +14,13 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from schema.actions import Action, StrictModel
+from schema.actions import CONFIG_MODE, Action, StrictModel
 from schema.cron import CronError, never_fires, parse_cron
 
 # `trigger` lands with the triggers work; until then the schema does not offer it.
@@ -102,6 +103,13 @@ def invalid(title: str, problems: list[tuple[tuple[str | int, ...], str, Any]]) 
     return ValidationError.from_exception_data(title, details)
 
 
+def _stored(info: ValidationInfo) -> bool:
+    """A spec read back (from the database, a schedule or a run's input), not a request:
+    the checks added since it was saved do not apply (see ``schema.actions.STORED``)."""
+    context = info.context
+    return isinstance(context, dict) and context.get(CONFIG_MODE) == "stored"
+
+
 def _instant(value: datetime, zone: str) -> datetime:
     """``value`` in UTC, read in ``zone`` when it has no offset; ValueError out of bounds."""
     if not EARLIEST.year <= value.year <= LATEST.year:
@@ -137,20 +145,20 @@ class ScheduleSpec(StrictModel):
 
     @field_validator("timezone")
     @classmethod
-    def _known_zone(cls, value: str) -> str:
+    def _known_zone(cls, value: str, info: ValidationInfo) -> str:
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown IANA time zone {value!r}") from None
-        if not canonical_zone(value):
+        if not _stored(info) and not canonical_zone(value):
             raise ValueError(f"{value!r} is not an IANA zone name (say Europe/Berlin or UTC)")
         return value
 
     @field_validator("cron")
     @classmethod
-    def _parsable_cron(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
+    def _parsable_cron(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or _stored(info):  # Temporal took it when it was saved
+            return value
         try:
             reason = never_fires(parse_cron(value))
         except CronError as error:
@@ -160,11 +168,11 @@ class ScheduleSpec(StrictModel):
         return " ".join(value.split())
 
     @model_validator(mode="after")
-    def _window(self) -> ScheduleSpec:
+    def _window(self, info: ValidationInfo) -> ScheduleSpec:
         problems: list[tuple[tuple[str | int, ...], str, Any]] = []
         for name in ("run_at", "start_at", "end_at"):
             value = getattr(self, name)
-            if value is None:
+            if value is None or (_stored(info) and value.tzinfo is not None):
                 continue
             try:
                 setattr(self, name, _instant(value, self.timezone))

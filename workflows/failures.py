@@ -79,7 +79,7 @@ def failure_from(error: BaseException, retry: RetrySpec) -> Failure:
 
 
 def _details_of(cause: BaseException | None) -> dict[str, Any]:
-    if isinstance(cause, ApplicationError):
+    if isinstance(cause, ApplicationError | CancelledError):
         details = cause.details
     elif isinstance(cause, TimeoutError):
         details = cause.last_heartbeat_details

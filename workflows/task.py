@@ -103,7 +103,10 @@ class TaskWorkflow:
         info = workflow.info()
         generated = workflow.uuid4()  # always drawn: runs in flight replay the same
         started = ExecutionStarted(
-            execution_id=run.execution_id or generated,
+            # A reset run has the same input: it must not take the first run's execution.
+            execution_id=run.execution_id
+            if run.execution_id and info.run_id == info.first_execution_run_id
+            else generated,
             task_id=run.task_id,
             user_id=run.user_id,
             workflow_id=info.workflow_id,

@@ -69,7 +69,7 @@ async def list_executions(
     session: SessionDep,
     settings: SettingsDep,
     status: ExecutionStatus | None = None,
-    workflow_id: str | None = None,
+    workflow_id: Annotated[str | None, Query(max_length=255, pattern=r"^[^\x00]*$")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> ExecutionPage:
@@ -161,7 +161,9 @@ async def _owned(session: AsyncSession, user: User, execution_id: uuid.UUID) -> 
 async def _payload_of(client: Client, execution: TaskExecution) -> Any:
     """The payload the run started with. Scheduled and manual runs have none; a trigger's
     run keeps it in its Temporal history, for as long as the namespace retains it."""
-    if execution.trigger in ("schedule", "manual") or execution.run_id == MISSED_RUN_ID:
+    if execution.run_id == MISSED_RUN_ID:
+        return None
+    if execution.trigger in ("schedule", "manual") and execution.rerun_of is None:
         return None
     handle = client.get_workflow_handle(execution.workflow_id, run_id=execution.run_id)
     try:

@@ -22,6 +22,7 @@ from api import lifecycle, scheduling
 from api.deps import AppState, CurrentUser, SessionDep, StateDep
 from api.errors import Invalid, NotFound, Problem, connection_lost, validation_errors
 from schema import crud
+from schema.actions import STORED
 from schema.cron import canonical, uneven_steps
 from schema.orm import Task, User
 from schema.settings import Settings
@@ -99,23 +100,25 @@ def task_public(task: Task, settings: Settings) -> TaskPublic:
     ui = WebUi(settings.temporal_ui_url, settings.temporal_namespace)
     has_schedule = crud.owns_schedule(task)
     data = crud.task_spec(task).model_dump()
-    return TaskPublic(
+    fields = {
         **data,
-        id=task.id,
-        status=task.status,
-        created_at=task.created_at,
-        updated_at=task.updated_at,
-        next_run_at=task.next_run_at,
-        last_run_at=task.last_run_at,
-        last_status=task.last_status,
-        run_count=task.run_count,
-        failure_count=task.failure_count,
-        temporal={
+        "id": task.id,
+        "status": task.status,
+        "created_at": task.created_at,
+        "updated_at": task.updated_at,
+        "next_run_at": task.next_run_at,
+        "last_run_at": task.last_run_at,
+        "last_status": task.last_status,
+        "run_count": task.run_count,
+        "failure_count": task.failure_count,
+        "temporal": {
             "schedule_id": schedule_id(task.id) if has_schedule else None,
             "workflow_id_prefix": schedule_id(task.id),
             "ui_url": ui.schedule(schedule_id(task.id)) if has_schedule else ui.task_runs(task.id),
         },
-    )
+    }
+    # Read as stored: a task saved before a check was added still shows.
+    return TaskPublic.model_validate(fields, context=STORED)
 
 
 async def _owned_task(session: AsyncSession, user: User, task_id: uuid.UUID) -> Task:
@@ -276,7 +279,17 @@ async def validate_task(
             next_runs=[],
             description=None,
         )
-    preview = await scheduling.preview(state.temporal, spec, state.settings.task_queue, now)
+    try:
+        preview = await scheduling.preview(state.temporal, spec, state.settings.task_queue, now)
+    except scheduling.ScheduleRefused as error:
+        message = f"Temporal refused this schedule: {error}"
+        return ValidationReport(
+            valid=False,
+            errors=[{"loc": ["body", "schedule"], "msg": message}],
+            warnings=[],
+            next_runs=[],
+            description=None,
+        )
     schedule = spec.schedule
     assert schedule is not None
     zone = ZoneInfo(schedule.timezone)

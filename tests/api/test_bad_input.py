@@ -14,7 +14,10 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from schema.orm import Task
 from tests.conftest import ApiUser, Installation
 from tests.fixtures.tasks import one_time, recurring
 
@@ -75,7 +78,16 @@ async def test_pages_follow_each_other_on_both_databases(installation: Installat
 
 
 @pytest.mark.parametrize(
-    "cron", ["@DAILY", "? * * * *", "0 0 ? * MON", "0 0 * * ?", "\u0661 * * * *", "0 0 * * 1#2"]
+    "cron",
+    [
+        "@DAILY",
+        "? * * * *",
+        "0 0 ? * MON",
+        "0 0 * * ?",
+        "\u0661 * * * *",
+        "0 0 * * 1#2",
+        "*/4294967296 * * * *",  # Temporal keeps steps in 32 bits: this one would wrap to 0
+    ],
 )
 async def test_crons_temporal_refuses_are_located_422s(user: ApiUser, cron: str) -> None:
     response = await user.post("/api/tasks", json=recurring(URL, cron=cron))
@@ -174,6 +186,30 @@ async def test_nul_characters_are_refused_on_both_databases(installation: Instal
     for name in ("q", "tag"):
         response = await _request(installation, "GET", "/api/tasks", params={name: "a\x00b"})
         _assert_located(response, ["query", name])
+    response = await _request(
+        installation, "GET", f"/api/tasks/{task['id']}/executions", params={"workflow_id": "\x00"}
+    )
+    _assert_located(response, ["query", "workflow_id"])
+
+
+async def test_a_task_saved_before_todays_checks_still_reads(
+    user: ApiUser, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    task = await user.create_task(recurring(URL, cron="0 9 * * *"))
+    legacy = {
+        "cron": "0 9 * * *",
+        "timezone": "posixrules",
+        "start_at": "2026-01-01T01:00:00+01:00",
+    }
+    async with sessions.begin() as session:  # as an earlier version accepted and saved it
+        await session.execute(
+            update(Task).where(Task.id == uuid.UUID(task["id"])).values(schedule=legacy)
+        )
+    response = await user.get(f"/api/tasks/{task['id']}")
+    assert response.status_code == 200, response.text
+    assert response.json()["schedule"]["timezone"] == "posixrules"
+    listed = await user.get("/api/tasks")
+    assert listed.status_code == 200, listed.text
 
 
 async def test_racing_writes_of_a_new_secret_all_succeed(installation: Installation) -> None:
