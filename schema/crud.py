@@ -493,9 +493,7 @@ async def put_secret(
     succeed, the last one winning); True when this call created it."""
     now = utcnow()
     new_id = uuid.uuid4()
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(Secret).values(
+    statement = _insert(session)(Secret).values(
         id=new_id,
         user_id=user_id,
         name=name,

@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -44,14 +44,11 @@ LATEST = datetime(2100, 12, 31, 23, 59, 59, tzinfo=UTC)
 NOT_ZONES = {"Factory", "localtime", "posixrules"}
 
 
-# Read once, at import: workflows validate their input inside Temporal's sandbox, which
-# forbids the file reads this takes (this module is passed through to the sandbox).
-ZONES = frozenset(available_timezones())
-
-
 def canonical_zone(name: str) -> bool:
-    """An IANA zone name (``Europe/Berlin``, ``UTC``, ``US/Eastern``), not a host alias."""
-    return name not in NOT_ZONES and not name.startswith(("posix/", "right/")) and name in ZONES
+    """Of the names ``ZoneInfo`` loads, an IANA zone (``Europe/Berlin``, ``UTC``,
+    ``US/Eastern``), not a host alias or a variant copy of the database. No file is read
+    here: workflows validate their input inside Temporal's sandbox, which forbids it."""
+    return name not in NOT_ZONES and not name.startswith(("posix/", "right/"))
 
 
 def bounds_problems(data: Any) -> list[tuple[tuple[str | int, ...], str, Any]]:
@@ -110,7 +107,7 @@ def _stored(info: ValidationInfo) -> bool:
     return isinstance(context, dict) and context.get(CONFIG_MODE) == "stored"
 
 
-def _instant(value: datetime, zone: str) -> datetime:
+def utc_instant(value: datetime, zone: str) -> datetime:
     """``value`` in UTC, read in ``zone`` when it has no offset; ValueError out of bounds."""
     if not EARLIEST.year <= value.year <= LATEST.year:
         raise ValueError(f"must be between {EARLIEST.isoformat()} and {LATEST.isoformat()}")
@@ -175,7 +172,7 @@ class ScheduleSpec(StrictModel):
             if value is None or (_stored(info) and value.tzinfo is not None):
                 continue
             try:
-                setattr(self, name, _instant(value, self.timezone))
+                setattr(self, name, utc_instant(value, self.timezone))
             except ValueError as error:
                 problems.append(((name,), str(error), value))
         if problems:

@@ -248,6 +248,26 @@ class ApiUser:
         task: dict[str, Any] = response.json()
         return task
 
+    async def execution(self, execution_id: str, *statuses: str) -> dict[str, Any] | None:
+        """One execution in full, when it is in one of ``statuses`` (any, if none given)."""
+        response = await self.get(f"/api/executions/{execution_id}")
+        if response.status_code != 200:
+            return None
+        execution: dict[str, Any] = response.json()
+        return execution if not statuses or execution["status"] in statuses else None
+
+    async def run_to_end(self, task_id: str, timeout: float = 45) -> dict[str, Any]:
+        """Run the task now and wait for that execution to end; the execution in full."""
+        started = await self.post(f"/api/tasks/{task_id}/run")
+        assert started.status_code == 202, started.text
+        execution_id = started.json()["execution_id"]
+
+        async def ended() -> dict[str, Any] | None:
+            execution = await self.execution(execution_id)
+            return execution if execution and execution["status"] != "running" else None
+
+        return await eventually(ended, timeout=timeout)
+
     async def executions(self, task_id: str, **params: Any) -> list[dict[str, Any]]:
         """A task's executions in full: the list (which leaves out logs, result and steps),
         then each one read on its own."""

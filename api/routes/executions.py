@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
@@ -42,21 +42,22 @@ def _ui_url(execution: TaskExecution, settings: Settings) -> str:
 
 def execution_summary(execution: TaskExecution, settings: Settings) -> ExecutionSummary:
     """An execution row as lists show it, with its link into the Temporal Web UI."""
-    fields = (c for c in ExecutionSummary.model_fields if c != "temporal")
-    return ExecutionSummary.model_validate(
-        {
-            **{c: getattr(execution, c) for c in fields},
-            "temporal": {"ui_url": _ui_url(execution, settings)},
-        }
-    )
+    return _shown(ExecutionSummary, execution, settings)
 
 
 def execution_public(execution: TaskExecution, settings: Settings) -> ExecutionPublic:
     """An execution row in full, with its link into the Temporal Web UI."""
-    fields = (c for c in ExecutionPublic.model_fields if c != "temporal")
-    return ExecutionPublic.model_validate(
+    return _shown(ExecutionPublic, execution, settings)
+
+
+Shown = TypeVar("Shown", bound=ExecutionSummary)
+
+
+def _shown(model: type[Shown], execution: TaskExecution, settings: Settings) -> Shown:
+    fields = (name for name in model.model_fields if name != "temporal")
+    return model.model_validate(
         {
-            **{c: getattr(execution, c) for c in fields},
+            **{name: getattr(execution, name) for name in fields},
             "temporal": {"ui_url": _ui_url(execution, settings)},
         }
     )

@@ -27,7 +27,6 @@ from schema.cron import canonical, uneven_steps
 from schema.orm import Task, User
 from schema.settings import Settings
 from schema.tasks import (
-    EARLIEST,
     LATEST,
     RunRef,
     TaskCreate,
@@ -36,6 +35,7 @@ from schema.tasks import (
     TaskStatus,
     TaskType,
     TaskUpdate,
+    utc_instant,
 )
 from schema.temporal_ids import WebUi, schedule_id
 
@@ -238,16 +238,11 @@ def _bounded_instant(text: str | None, name: str) -> datetime | None:
     """A query's ISO 8601 instant in UTC (UTC when it has no offset), within 1970-2100."""
     if text is None:
         return None
-    message = f"must be an ISO 8601 time between {EARLIEST.isoformat()} and {LATEST.isoformat()}"
     try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
+        return utc_instant(datetime.fromisoformat(text), "UTC")
+    except ValueError as error:  # not ISO 8601, or out of bounds
+        message = f"must be an ISO 8601 time; {error}"
         raise Invalid([{"loc": ["query", name], "msg": message}]) from None
-    if value.tzinfo is None or value.utcoffset() is None:
-        value = value.replace(tzinfo=UTC)
-    if EARLIEST.year <= value.year <= LATEST.year and EARLIEST <= value <= LATEST:
-        return value.astimezone(UTC)
-    raise Invalid([{"loc": ["query", name], "msg": message}])
 
 
 @router.post("/validate")
@@ -263,33 +258,14 @@ async def validate_task(
         lifecycle.require_available(spec)
         lifecycle.require_future_run(spec, now)
     except ValidationError as error:
-        errors = validation_errors(error.errors(), ("body",))
-        return ValidationReport(
-            valid=False,
-            errors=errors,
-            warnings=_never_fires(errors),
-            next_runs=[],
-            description=None,
-        )
+        return _invalid_report(validation_errors(error.errors(), ("body",)))
     except Invalid as error:
-        return ValidationReport(
-            valid=False,
-            errors=error.errors,
-            warnings=_never_fires(error.errors),
-            next_runs=[],
-            description=None,
-        )
+        return _invalid_report(error.errors)
     try:
         preview = await scheduling.preview(state.temporal, spec, state.settings.task_queue, now)
     except scheduling.ScheduleRefused as error:
         message = f"Temporal refused this schedule: {error}"
-        return ValidationReport(
-            valid=False,
-            errors=[{"loc": ["body", "schedule"], "msg": message}],
-            warnings=[],
-            next_runs=[],
-            description=None,
-        )
+        return _invalid_report([{"loc": ["body", "schedule"], "msg": message}])
     schedule = spec.schedule
     assert schedule is not None
     zone = ZoneInfo(schedule.timezone)
@@ -311,13 +287,16 @@ async def validate_task(
     )
 
 
-def _never_fires(errors: list[dict[str, Any]]) -> list[str]:
-    """The errors that mean "this schedule never fires", repeated as warnings."""
-    return [
+def _invalid_report(errors: list[dict[str, Any]]) -> ValidationReport:
+    """A report of errors; those that mean "this schedule never fires" are warnings too."""
+    warnings = [
         f"this schedule never fires: {error['msg']}"
         for error in errors
         if "never fires" in error["msg"] or "a schedule that ended" in error["msg"]
     ]
+    return ValidationReport(
+        valid=False, errors=errors, warnings=warnings, next_runs=[], description=None
+    )
 
 
 def _describe(spec: TaskSpec) -> str | None:
@@ -502,30 +481,27 @@ async def start_now(
     rerun_of: uuid.UUID | None = None,
 ) -> RunStarted:
     """Run now (or rerun), under the task's overlap policy."""
+
+    async def _start(task: Task, shared: bool) -> lifecycle.RunStarted:
+        return await lifecycle.run_now(
+            session,
+            state.temporal,
+            state.settings.task_queue,
+            task,
+            shared=shared,
+            payload=payload,
+            rerun_of=rerun_of,
+        )
+
     started = None
     # Runs that may overlap only need the task to stay as it is while one starts (a shared
     # lock); any other policy looks at the runs in flight, one request at a time.
     async with _locked(state, session, user, task_id, shared=True) as task:
         if lifecycle.overlap_of(task) == "allow_all":
-            started = await lifecycle.run_now(
-                session,
-                state.temporal,
-                state.settings.task_queue,
-                task,
-                shared=True,
-                payload=payload,
-                rerun_of=rerun_of,
-            )
+            started = await _start(task, shared=True)
     if started is None:
         async with _locked(state, session, user, task_id) as task:
-            started = await lifecycle.run_now(
-                session,
-                state.temporal,
-                state.settings.task_queue,
-                task,
-                payload=payload,
-                rerun_of=rerun_of,
-            )
+            started = await _start(task, shared=False)
     if started.terminated:
         # The run started: a failure here must not make a client retry it. The hourly
         # system run settles these records anyway.

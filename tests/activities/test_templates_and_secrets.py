@@ -127,12 +127,7 @@ async def test_a_secret_echoed_in_any_encoding_is_redacted_everywhere(
     sent = target.requests[key][0]
     assert sent["query"]["q"] == SECRET and json.loads(sent["body"])["pw"] == SECRET
 
-    async def recorded() -> dict[str, Any] | None:
-        runs = await user.executions(task["id"])
-        return runs[0] if runs and runs[0]["status"] != "running" else None
-
-    run = await eventually(recorded)
-    assert run["status"] == "succeeded"
+    run = await eventually(lambda: user.execution(started["execution_id"], "succeeded"))
     history = (await temporal.get_workflow_handle(started["workflow_id"]).fetch_history()).to_json()
     stored = json.dumps(run, ensure_ascii=False)
     for form in secret_forms(SECRET):
@@ -243,13 +238,7 @@ async def test_a_template_too_large_fails_a_real_run_once(
         config={"body": "{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}"},
     )
     task = await user.create_task(body)
-    await user.post(f"/api/tasks/{task['id']}/run")
-
-    async def recorded() -> dict[str, Any] | None:
-        runs = await user.executions(task["id"])
-        return runs[0] if runs and runs[0]["status"] != "running" else None
-
-    run = await eventually(recorded)
+    run = await user.run_to_end(task["id"])
     assert (run["status"], run["attempts"], run["error"]["type"]) == ("failed", 1, "TemplateError")
     assert "more than" in run["error"]["message"]
     assert target.hits(key) == 0

@@ -53,14 +53,6 @@ async def test_bulk_reports_each_ids_trouble_and_processes_the_others(
         await session.execute(delete(Task).where(Task.id == uuid.UUID(broken["id"])))
 
 
-async def _execution(user: ApiUser, execution_id: str, *statuses: str) -> dict[str, Any] | None:
-    response = await user.get(f"/api/executions/{execution_id}")
-    if response.status_code != 200:
-        return None
-    execution: dict[str, Any] = response.json()
-    return execution if execution["status"] in statuses else None
-
-
 def _messages(execution: dict[str, Any]) -> list[str]:
     return [entry["message"] for entry in execution["logs"]]
 
@@ -74,7 +66,7 @@ async def test_run_now_answers_with_its_execution_and_link(
     assert response.status_code == 202, response.text
     started = response.json()
     assert started["workflow_id"] in started["ui_url"] and started["run_id"] in started["ui_url"]
-    done = await eventually(lambda: _execution(user, started["execution_id"], "succeeded"))
+    done = await eventually(lambda: user.execution(started["execution_id"], "succeeded"))
     assert (done["workflow_id"], done["run_id"]) == (started["workflow_id"], started["run_id"])
     assert done["trigger"] == "manual" and done["rerun_of"] is None
 
@@ -89,7 +81,7 @@ async def test_a_running_execution_shows_its_logs_and_can_be_cancelled(
     await target.wait_for_hits(key)
 
     async def live() -> dict[str, Any] | None:
-        running = await _execution(user, started["execution_id"], "running")
+        running = await user.execution(started["execution_id"], "running")
         if running and any(m.startswith("attempt 1 of") for m in _messages(running)):
             return running
         return None
@@ -98,7 +90,7 @@ async def test_a_running_execution_shows_its_logs_and_can_be_cancelled(
     response = await user.post(f"/api/executions/{started['execution_id']}/cancel")
     assert response.status_code == 202, response.text
     assert response.json()["status"] == "cancelling"
-    ended = await eventually(lambda: _execution(user, started["execution_id"], "cancelled"))
+    ended = await eventually(lambda: user.execution(started["execution_id"], "cancelled"))
     assert any(m.startswith("attempt 1 of") for m in _messages(ended))
     again = await user.post(f"/api/executions/{started['execution_id']}/cancel")
     assert again.status_code == 409
@@ -111,12 +103,12 @@ async def test_rerun_runs_the_task_again_and_links_the_runs(
     key = uuid.uuid4().hex
     task = await user.create_task(recurring(f"{target.url}/ok/{key}", interval_seconds=86400))
     first = (await user.post(f"/api/tasks/{task['id']}/run")).json()
-    await eventually(lambda: _execution(user, first["execution_id"], "succeeded"))
+    await eventually(lambda: user.execution(first["execution_id"], "succeeded"))
     response = await user.post(f"/api/executions/{first['execution_id']}/rerun")
     assert response.status_code == 202, response.text
     second = response.json()
     assert second["execution_id"] != first["execution_id"]
-    rerun = await eventually(lambda: _execution(user, second["execution_id"], "succeeded"))
+    rerun = await eventually(lambda: user.execution(second["execution_id"], "succeeded"))
     assert rerun["rerun_of"] == first["execution_id"] and rerun["trigger"] == "manual"
     assert target.hits(key) == 2
     listed = await user.get(f"/api/tasks/{task['id']}/executions")

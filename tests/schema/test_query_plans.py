@@ -104,5 +104,4 @@ async def test_duration_statistics_read_only_the_newest_runs(
     _, task_id = history
     plan = await _plan(db, lambda s: crud.duration_stats(s, task_id=task_id))
     assert "ix_task_executions_task_started" in plan, plan
-    assert "Limit" in plan or "LIMIT" in plan.upper() or "SCAN" in plan, plan
     assert not _sorted(plan), plan

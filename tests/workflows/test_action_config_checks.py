@@ -21,11 +21,6 @@ from tests.fixtures.http_target import HttpTarget
 from tests.fixtures.tasks import fast_retry, recurring
 
 
-async def _final(user: ApiUser, task_id: str) -> dict[str, Any] | None:
-    runs = await user.executions(task_id)
-    return runs[0] if runs and runs[0]["status"] != "running" else None
-
-
 async def test_a_rendered_header_with_a_line_break_fails_at_once(
     user: ApiUser, target: HttpTarget
 ) -> None:
@@ -37,8 +32,7 @@ async def test_a_rendered_header_with_a_line_break_fails_at_once(
         config={"headers": {"X-Run": "{{ run.trigger }}\r\nX-Injected: yes"}},
     )
     task = await user.create_task(body)  # a template: checked once rendered
-    await user.post(f"/api/tasks/{task['id']}/run")
-    run = await eventually(lambda: _final(user, task["id"]), timeout=45)
+    run = await user.run_to_end(task["id"])
     assert run["status"] == "failed" and run["attempts"] == 1
     assert run["error"]["type"] == "InvalidConfig"
     assert "headers.X-Run" in run["error"]["message"]
