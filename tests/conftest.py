@@ -4,6 +4,7 @@ the API app, an HTTP target, and users with API keys. Everything is real and on 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 import uuid
@@ -35,7 +36,7 @@ from tests.fixtures.fake_google import FakeGoogle
 from tests.fixtures.http_target import HttpTarget
 from tests.fixtures.loopback import free_port
 from tests.fixtures.smtp_server import SmtpServer
-from worker import build_workers
+from worker import build_workers, running, until_stopped
 
 T = TypeVar("T")
 ADMIN_URL = os.environ.get(
@@ -192,13 +193,27 @@ def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 async def worker(
     temporal: Client, sessions: async_sessionmaker[AsyncSession], settings: Settings
 ) -> AsyncIterator[None]:
-    """The real worker (TaskWorkflow, history and action activities) on the test queue."""
-    workers, deps = build_workers(temporal, sessions, settings)
-    runs = [asyncio.create_task(w.run()) for w in workers]
+    """The real worker (TaskWorkflow, history and action activities) on the test queue,
+    supervised as `cronpilot dev` supervises its worker: a worker that stops by itself (say,
+    its poll lost the server's connection on a loaded machine) is logged and replaced, so
+    one transport error does not fail every later test."""
+    stop = asyncio.Event()
+
+    async def supervised() -> None:
+        while not stop.is_set():
+            workers, deps = build_workers(temporal, sessions, settings)
+            try:
+                async with running(workers) as ended:
+                    if await until_stopped(ended, stop):
+                        logging.getLogger("tests").error("the test worker stopped; restarting it")
+                        await asyncio.sleep(1)
+            finally:
+                await deps.close()
+
+    supervisor = asyncio.create_task(supervised())
     yield
-    await asyncio.gather(*(w.shutdown() for w in workers))
-    await asyncio.gather(*runs)
-    await deps.close()
+    stop.set()
+    await supervisor
 
 
 @pytest.fixture(scope="session")
