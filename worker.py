@@ -25,6 +25,7 @@ from schema.temporal_ids import code_queue, wait_queue
 from workflows.history import RecordExecutionWorkflow
 from workflows.retention import RetentionWorkflow
 from workflows.task import TaskWorkflow
+from workflows.trigger import TriggerWorkflow
 
 log = logging.getLogger("cronpilot.worker")
 MAX_CONCURRENT_ACTIVITIES = 200
@@ -33,7 +34,12 @@ MAX_CONCURRENT_CODE_RUNS = 8
 # Runs queued by an overlap policy, each waiting (cheaply) for the runs before it.
 MAX_WAITING_RUNS = 1000
 # Every workflow type; the replay test replays recorded histories against these.
-WORKFLOWS: list[type] = [TaskWorkflow, RecordExecutionWorkflow, RetentionWorkflow]
+WORKFLOWS: list[type] = [
+    TaskWorkflow,
+    RecordExecutionWorkflow,
+    RetentionWorkflow,
+    TriggerWorkflow,
+]
 
 
 def build_workers(

@@ -21,13 +21,20 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api import scheduling
+from api import scheduling, triggers
 from schema import crud
 from schema.crud import UNCHANGED
 from schema.db import is_unavailable
-from schema.executions import ExecutionError, ExecutionFinished, ExecutionStarted, ExecutionStatus
+from schema.executions import (
+    ExecutionError,
+    ExecutionFinished,
+    ExecutionStarted,
+    ExecutionStatus,
+    LogEntry,
+)
 from schema.orm import Task, TaskExecution
 from schema.tasks import RunRef
+from schema.triggers import MAX_EVENT_DEPTH
 
 RETENTION_BATCH = 1000
 STALE_BATCH = 500
@@ -115,6 +122,51 @@ class HistoryActivities:
                     )
             if finishing:
                 await self._delete_spent_schedule(record)
+        if record.status in ("succeeded", "failed") and record.task_type is not None:
+            await self._emit(record)
+
+    async def _emit(self, record: ExecutionFinished) -> None:
+        """The run's built-in event (``task.succeeded`` or ``task.failed``) to the user's
+        event-trigger tasks. Idempotent, so a retry of this activity emits it again safely:
+        the event's id is the execution's, and each task runs a delivery id once. An event
+        too deep in a chain of events starts nothing, and says so in this run's log."""
+        name = f"task.{record.status}"
+        async with self.sessions.begin() as session:
+            task = await session.get(Task, record.task_id)
+            if task is None:
+                return
+            payload = {
+                "task_id": str(record.task_id),
+                "task_name": task.name,
+                "execution_id": str(record.execution_id),
+                "status": record.status,
+                "result": record.result,
+                "error": record.error.model_dump() if record.error else None,
+            }
+            outcome = await triggers.deliver_event(
+                session,
+                self.client,
+                activity.info().task_queue,
+                user_id=record.user_id,
+                name=name,
+                payload=payload,
+                event_id=f"run:{record.execution_id}",
+                depth=record.depth + 1,
+                emitted_by=record.execution_id,
+            )
+            if outcome.refused:
+                message = (
+                    f"event {name} not delivered to {len(outcome.refused)} task(s) "
+                    f"({', '.join(outcome.refused)}): it would start a run "
+                    f"{record.depth + 1} events deep, over the limit of {MAX_EVENT_DEPTH}"
+                )
+                activity.logger.warning(message)
+                await crud.append_log(
+                    session,
+                    workflow_id=record.workflow_id,
+                    run_id=record.run_id,
+                    entry=LogEntry(at=datetime.now(UTC), level="warning", message=message),
+                )
 
     async def _handed_over_record(self) -> ExecutionFinished:
         """The input of the workflow this activity runs for (a RecordExecutionWorkflow)."""

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from api.errors import Problem
+from api.receiving import RateLimiter, UsageCounter
 from schema import crud
 from schema.orm import User
 from schema.settings import Settings
@@ -89,6 +90,11 @@ class AppState:
     # Set once the start-up reconcile has run: not ready before.
     reconciled: asyncio.Event = field(default_factory=asyncio.Event)
     task_locks: TaskLocks = field(default_factory=TaskLocks)
+    webhook_uses: UsageCounter = field(default_factory=UsageCounter)
+    webhook_limits: RateLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.webhook_limits = RateLimiter(self.settings.webhook_rate_limit_per_minute)
 
 
 def _state(request: Request) -> AppState:

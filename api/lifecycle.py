@@ -16,7 +16,7 @@ from typing import Any, Literal
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client, ScheduleDescription
 
-from api import scheduling
+from api import scheduling, triggers
 from api.errors import Conflict, Invalid
 from api.scheduling import RunInFlight, ScheduledTask
 from schema import crud
@@ -70,8 +70,27 @@ async def create(
     require_available(spec)
     require_future_run(spec, utcnow())
     task = await crud.create_task(session, user_id=user.id, spec=spec)
-    await scheduling.create_schedule(client, ScheduledTask.of(task), task_queue)
+    if crud.owns_schedule(task):
+        await scheduling.create_schedule(client, ScheduledTask.of(task), task_queue)
+    if crud.owns_trigger_workflow(task):
+        await triggers.configure(client, ScheduledTask.of(task), task_queue)
     return task
+
+
+async def sync_temporal(
+    client: Client, task_queue: str, task: Task, *, note: str | None = None
+) -> None:
+    """Make the task's schedule and trigger workflow match its row: each made, updated or
+    removed as the task's type and status ask."""
+    scheduled = ScheduledTask.of(task)
+    if crud.owns_schedule(task):
+        await scheduling.sync_schedule(client, scheduled, task_queue, note=note)
+    else:
+        await scheduling.delete_schedule(client, task.id)
+    if crud.owns_trigger_workflow(task):
+        await triggers.configure(client, scheduled, task_queue)
+    else:
+        await triggers.stop(client, task.id, "the task is no longer a trigger task")
 
 
 async def save_spec(
@@ -87,10 +106,14 @@ async def save_spec(
         return
     if rescheduled or task.status in ("completed", "failed"):
         require_future_run(spec, utcnow())
+    was_trigger = old.type == "trigger"
     crud.apply_spec(task, spec)
     if task.status in ("completed", "failed"):
         task.status = "active"  # a new run_at runs it again
-    await scheduling.sync_schedule(client, ScheduledTask.of(task), task_queue)
+    if was_trigger or spec.type == "trigger":
+        await sync_temporal(client, task_queue, task)
+    else:
+        await scheduling.sync_schedule(client, ScheduledTask.of(task), task_queue)
     await refresh_next_run(task, client)
     await session.flush()
 
@@ -116,6 +139,8 @@ async def set_paused(
     past_due = not paused and scheduled.run_at is not None and scheduled.run_at <= now
     if past_due and was_paused and not _fired(await scheduling.describe(client, task.id)):
         await settle_past_due(session, client, task_queue, task, now=now)
+    elif task.type == "trigger":
+        await sync_temporal(client, task_queue, task, note=note)
     else:
         await scheduling.sync_schedule(client, scheduled, task_queue, note=note)
         await refresh_next_run(task, client)
@@ -123,8 +148,11 @@ async def set_paused(
 
 
 async def delete(session: AsyncSession, client: Client, task: Task) -> None:
-    """Delete the task and its history; its schedule is gone before this returns."""
+    """Delete the task, its history and its webhooks; its schedule and trigger workflow are
+    gone before this returns."""
     await scheduling.delete_schedule(client, task.id)
+    if task.type == "trigger":
+        await triggers.stop(client, task.id, "the task was deleted")
     await session.delete(task)
     await session.flush()
 

@@ -20,7 +20,7 @@ from api.docs import install_docs
 from api.errors import CatchAllMiddleware, install_error_handlers, problem_response
 from api.openapi import install_openapi
 from api.reconcile import reconcile
-from api.routes import executions, health, me, secrets, stats, tasks
+from api.routes import events, executions, health, me, secrets, stats, tasks, webhooks
 from schema.db import create_engine, create_sessionmaker
 from schema.settings import Settings, get_settings
 from schema.temporal import connect
@@ -120,12 +120,14 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         state = AppState(settings, engine, create_sessionmaker(engine), client)
         app.state.cronpilot = state
         reconciling = asyncio.create_task(_reconcile_in_background(state))
+        counting = asyncio.create_task(state.webhook_uses.flush_forever(state.sessions))
         try:
             yield
         finally:
-            reconciling.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reconciling
+            for task in (reconciling, counting):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await engine.dispose()
 
     app = FastAPI(
@@ -151,7 +153,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
         return response
 
-    for module in (tasks, executions, stats, secrets, me, health):
+    for module in (tasks, webhooks, events, executions, stats, secrets, me, health):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)

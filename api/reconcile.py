@@ -16,11 +16,11 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
-from api import lifecycle, scheduling
+from api import lifecycle, scheduling, triggers
 from api.scheduling import ScheduledTask
 from schema import crud
 from schema.orm import utcnow
-from schema.temporal_ids import schedule_id
+from schema.temporal_ids import schedule_id, trigger_workflow_id
 
 log = logging.getLogger("cronpilot.reconcile")
 
@@ -65,8 +65,47 @@ async def reconcile(
         except Exception:  # one task's trouble must not stop the others
             log.exception("reconcile of task %s failed", task_id)
             report.failed.append(schedule_id(task_id))
+    await _reconcile_triggers(sessions, client, task_queue, orphan_grace, report)
     report.previews = await scheduling.sweep_previews(client, preview_grace)
     return report
+
+
+async def _reconcile_triggers(
+    sessions: async_sessionmaker[AsyncSession],
+    client: Client,
+    task_queue: str,
+    orphan_grace: timedelta,
+    report: ReconcileReport,
+) -> None:
+    """Every trigger task's workflow runs with the task as saved (told again each pass);
+    a trigger workflow whose task is gone is stopped."""
+    running = await triggers.running_triggers(client)
+    async with sessions() as session:
+        wanted = await crud.trigger_task_ids(session)
+    for task_id in sorted(wanted | running.keys()):
+        name = trigger_workflow_id(task_id)
+        try:
+            async with sessions() as session:
+                task = await crud.lock_task(session, task_id=task_id)
+                now = utcnow()
+                if task is None or not crud.owns_trigger_workflow(task):
+                    started = running.get(task_id)
+                    if started is None:
+                        continue
+                    if task is None and _younger(started, now, orphan_grace):
+                        continue  # its task's create may not have committed yet
+                    await triggers.stop(client, task_id, "reconciled: its task is gone")
+                    report.deleted.append(name)
+                    continue
+                scheduled = ScheduledTask.of(task)
+                if task_id in running and await triggers.in_line(client, scheduled):
+                    continue
+                await triggers.configure(client, scheduled, task_queue)
+                (report.updated if task_id in running else report.created).append(name)
+                await session.commit()
+        except Exception:  # one task's trouble must not stop the others
+            log.exception("reconcile of trigger task %s failed", task_id)
+            report.failed.append(name)
 
 
 async def _reconcile_task(

@@ -33,8 +33,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
 from schema.actions import STORED
-from schema.executions import FINAL_STATUSES, ExecutionFinished, ExecutionStarted
-from schema.orm import ApiKey, Secret, Task, TaskExecution, User, UtcDateTime, utcnow
+from schema.executions import FINAL_STATUSES, ExecutionFinished, ExecutionStarted, LogEntry
+from schema.orm import (
+    ApiKey,
+    Secret,
+    Task,
+    TaskExecution,
+    TaskWebhook,
+    User,
+    UtcDateTime,
+    utcnow,
+)
 from schema.tasks import TaskSpec
 
 API_KEY_PREFIX = "cp_"
@@ -163,6 +172,8 @@ def apply_spec(task: Task, spec: TaskSpec) -> None:
     data = spec.model_dump(mode="json")
     for name in TaskSpec.model_fields:
         setattr(task, name, data[name])
+    trigger = spec.trigger
+    task.event_name = trigger.event if trigger is not None and trigger.kind == "event" else None
     task.updated_at = utcnow()
 
 
@@ -271,17 +282,118 @@ SCHEDULED_TYPES = ("one_time", "recurring")
 SCHEDULED_STATUSES = ("active", "paused")
 
 
+def polls_email(task: Task) -> bool:
+    """An email-trigger task: a schedule polls its mailbox."""
+    return (
+        task.type == "trigger"
+        and isinstance(task.trigger, dict)
+        and (task.trigger.get("kind") == "email")
+    )
+
+
 def owns_schedule(task: Task) -> bool:
-    """Whether the task should have a Temporal schedule now."""
-    return task.type in SCHEDULED_TYPES and task.status in SCHEDULED_STATUSES
+    """Whether the task should have a Temporal schedule now (time-based tasks, and the
+    mailbox poll of email-trigger tasks)."""
+    return (task.type in SCHEDULED_TYPES or polls_email(task)) and (
+        task.status in SCHEDULED_STATUSES
+    )
+
+
+def owns_trigger_workflow(task: Task) -> bool:
+    """Whether the task should have a running ``TriggerWorkflow`` now."""
+    return task.type == "trigger" and task.status in SCHEDULED_STATUSES
 
 
 async def scheduled_task_ids(session: AsyncSession) -> set[uuid.UUID]:
-    """Every task that should own a Temporal schedule (active or paused, time-based)."""
-    query = select(Task.id).where(
-        Task.type.in_(SCHEDULED_TYPES), Task.status.in_(SCHEDULED_STATUSES)
+    """Every task that should own a Temporal schedule (active or paused, time-based or
+    polling a mailbox)."""
+    query = select(Task).where(
+        Task.type.in_((*SCHEDULED_TYPES, "trigger")), Task.status.in_(SCHEDULED_STATUSES)
     )
+    return {task.id for task in (await session.scalars(query)).all() if owns_schedule(task)}
+
+
+async def trigger_task_ids(session: AsyncSession) -> set[uuid.UUID]:
+    """Every trigger task that should have a running ``TriggerWorkflow``."""
+    query = select(Task.id).where(Task.type == "trigger", Task.status.in_(SCHEDULED_STATUSES))
     return set((await session.scalars(query)).all())
+
+
+async def event_tasks(session: AsyncSession, *, user_id: uuid.UUID, name: str) -> Sequence[Task]:
+    """The user's active tasks that an event of this name starts."""
+    query = select(Task).where(
+        Task.user_id == user_id,
+        Task.event_name == name,
+        Task.type == "trigger",
+        Task.status == "active",
+    )
+    return (await session.scalars(query.order_by(Task.created_at, Task.id))).all()
+
+
+# -- webhooks ----------------------------------------------------------------------------
+
+
+async def create_webhook(
+    session: AsyncSession, *, task: Task, auth: str, secret_encrypted: str
+) -> TaskWebhook:
+    webhook = TaskWebhook(
+        id=uuid.uuid4(),
+        public_id="wh_" + secrets.token_urlsafe(24),
+        task_id=task.id,
+        user_id=task.user_id,
+        auth=auth,
+        secret_encrypted=secret_encrypted,
+        created_at=utcnow(),
+        use_count=0,
+    )
+    session.add(webhook)
+    await session.flush()
+    return webhook
+
+
+async def list_webhooks(session: AsyncSession, *, task_id: uuid.UUID) -> Sequence[TaskWebhook]:
+    query = select(TaskWebhook).where(TaskWebhook.task_id == task_id)
+    return (await session.scalars(query.order_by(TaskWebhook.created_at, TaskWebhook.id))).all()
+
+
+async def get_webhook(
+    session: AsyncSession, *, public_id: str, user_id: uuid.UUID | None = None
+) -> TaskWebhook | None:
+    query = select(TaskWebhook).where(TaskWebhook.public_id == public_id)
+    if user_id is not None:
+        query = query.where(TaskWebhook.user_id == user_id)
+    return await session.scalar(query)
+
+
+async def webhook_target(
+    session: AsyncSession, *, public_id: str
+) -> tuple[TaskWebhook, Task] | None:
+    """A live webhook and its task, for the receiver (one read, no write)."""
+    query = (
+        select(TaskWebhook, Task)
+        .join(Task, Task.id == TaskWebhook.task_id)
+        .where(TaskWebhook.public_id == public_id, TaskWebhook.revoked_at.is_(None))
+    )
+    row = (await session.execute(query)).first()
+    return (row[0], row[1]) if row else None
+
+
+async def count_webhook_uses(session: AsyncSession, uses: dict[str, tuple[int, datetime]]) -> None:
+    """Add each webhook's uses since the last flush, and move its last use forward."""
+    for public_id, (count, last_used_at) in uses.items():
+        newer = or_(TaskWebhook.last_used_at.is_(None), TaskWebhook.last_used_at < last_used_at)
+        statement = (
+            update(TaskWebhook)
+            .where(TaskWebhook.public_id == public_id)
+            .values(
+                use_count=TaskWebhook.use_count + count,
+                last_used_at=case(
+                    (newer, literal(last_used_at, type_=UtcDateTime())),
+                    else_=TaskWebhook.last_used_at,
+                ),
+            )
+        )
+        await session.execute(statement.execution_options(synchronize_session=False))
 
 
 async def active_tasks(session: AsyncSession, *, user_id: uuid.UUID) -> Sequence[Task]:
@@ -352,6 +464,23 @@ def _execution_values(record: ExecutionStarted) -> dict[str, Any]:
         "started_at": record.started_at,
         "rerun_of": record.rerun_of,
     }
+
+
+async def append_log(
+    session: AsyncSession, *, workflow_id: str, run_id: str, entry: LogEntry
+) -> None:
+    """Add one line to an execution's log (once: the same line is not added twice)."""
+    execution = await session.scalar(
+        select(TaskExecution).where(
+            TaskExecution.workflow_id == workflow_id, TaskExecution.run_id == run_id
+        )
+    )
+    if execution is None:
+        return
+    line = entry.model_dump(mode="json")
+    if any(existing.get("message") == line["message"] for existing in execution.logs):
+        return
+    execution.logs = [*execution.logs, line]
 
 
 async def count_run(

@@ -91,6 +91,8 @@ class ExecutionFinished(ExecutionStarted):
     steps: list[dict[str, Any]] = Field(default_factory=list)
     # A one-time task's run_at when the run started: a task rescheduled meanwhile stays active.
     run_at: datetime | None = None
+    # How many event hops led to this run: its own built-in event goes one further.
+    depth: int = 0
 
 
 class ExecutionTemporal(BaseModel):

@@ -104,8 +104,11 @@ class Task(Base):
     # The newest run started by hand: run now checks it is over before honouring `skip`.
     last_manual_workflow_id: Mapped[str | None] = mapped_column(String(255))
     last_manual_run_id: Mapped[str | None] = mapped_column(String(64))
+    # An event-trigger task's event name: POST /api/events finds its tasks by it.
+    event_name: Mapped[str | None] = mapped_column(String(200))
 
     __table_args__ = (
+        Index("ix_tasks_user_event", "user_id", "event_name"),
         # GET /api/tasks: newest first, optionally by status or type.
         Index("ix_tasks_user_created", "user_id", "created_at", "id"),
         Index("ix_tasks_user_status_created", "user_id", "status", "created_at", "id"),
@@ -117,6 +120,26 @@ class Task(Base):
             postgresql_ops={"tags": "jsonb_path_ops"},
         ).ddl_if(dialect="postgresql"),
     )
+
+
+class TaskWebhook(Base):
+    """A trigger task's webhook: ``POST /api/webhooks/{public_id}`` starts the task."""
+
+    __tablename__ = "task_webhooks"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    # The unguessable id in the webhook's URL (and in the API's `webhook_id`).
+    public_id: Mapped[str] = mapped_column(String(64), unique=True)
+    task_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    auth: Mapped[str] = mapped_column(String(10))
+    secret_encrypted: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    use_count: Mapped[int] = mapped_column(Integer, default=0)
+    revoked_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_task_webhooks_task", "task_id", "created_at"),)
 
 
 class Secret(Base):

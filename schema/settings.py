@@ -61,6 +61,19 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest request body the API accepts (413 above)."
     )
+    webhook_max_body_bytes: int = Field(
+        262_144,
+        ge=1024,
+        le=1_048_576,
+        description="Largest body a webhook delivery may carry (413 above); it travels "
+        "through Temporal as the run's payload.",
+    )
+    webhook_rate_limit_per_minute: int = Field(
+        600,
+        ge=1,
+        description="Deliveries one webhook accepts per minute, per API process (a token "
+        "bucket as deep as one minute's worth); 429 with Retry-After above.",
+    )
     smtp_host: str | None = Field(None, description="SMTP server for email actions and notify.")
     smtp_port: int = Field(25, ge=1, le=65535, description="SMTP port.")
     smtp_username: str | None = Field(None, description="SMTP user name, if it needs one.")

@@ -20,11 +20,11 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from schema.actions import CONFIG_MODE, Action, StrictModel
+from schema.actions import CONFIG_MODE, Action, HttpUrl, SingleLine, StrictModel
 from schema.cron import CronError, never_fires, parse_cron
+from schema.triggers import Delivery, TriggerSpec
 
-# `trigger` lands with the triggers work; until then the schema does not offer it.
-TaskType = Literal["one_time", "recurring"]
+TaskType = Literal["one_time", "recurring", "trigger"]
 TaskStatus = Literal["active", "paused", "completed", "failed"]
 OverlapPolicy = Literal[
     "skip", "buffer_one", "buffer_all", "cancel_other", "terminate_other", "allow_all"
@@ -34,7 +34,7 @@ NotifyOn = Literal["failure", "success", "always"]
 
 # Every layer (pydantic, Temporal's payloads, the databases' JSON) decodes far more than this.
 MAX_JSON_DEPTH = 32
-LATER = "trigger tasks, conditions and notifications land with the triggers work"
+LATER = "conditions land with the triggers work"
 MAX_TASK_BYTES = 512 * 1024
 # Temporal's calendars end with 2100; instants outside these bounds are refused.
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
@@ -211,9 +211,29 @@ class RetrySpec(StrictModel):
 class NotifySpec(StrictModel):
     """Who hears about a run (email and/or a JSON POST)."""
 
-    on: list[NotifyOn] = Field(default_factory=lambda: list[NotifyOn](["failure"]))
-    email: list[str] = Field(default_factory=list, max_length=0, description=f"Empty: {LATER}.")
-    webhook_url: None = Field(None, description=f"Always null: {LATER}.")
+    on: list[NotifyOn] = Field(
+        default_factory=lambda: list[NotifyOn](["failure"]),
+        description="After a run whose status is failure (failed or timed_out), success "
+        "(succeeded), or always (any ending but cancelled and skipped).",
+    )
+    email: list[SingleLine] = Field(
+        default_factory=list, max_length=20, description="Addresses to email a summary to."
+    )
+    webhook_url: HttpUrl | None = Field(
+        None, max_length=2048, description="A URL to POST a JSON summary to (not a template)."
+    )
+
+    def wants(self, status: str) -> bool:
+        """Whether a run that ended with ``status`` is notified."""
+        if not self.email and not self.webhook_url:
+            return False
+        if status in ("cancelled", "skipped", "running"):
+            return False
+        return (
+            "always" in self.on
+            or ("success" in self.on and status == "succeeded")
+            or ("failure" in self.on and status in ("failed", "timed_out"))
+        )
 
 
 class TaskSpec(StrictModel):
@@ -223,12 +243,20 @@ class TaskSpec(StrictModel):
     description: str = Field("", max_length=5000)
     type: TaskType
     schedule: ScheduleSpec | None = None
-    trigger: None = Field(None, description=f"Always null: {LATER}.")
+    trigger: TriggerSpec | None = Field(
+        None, description="trigger tasks: what starts them (webhook, event or email)."
+    )
     action: Action
     condition: None = Field(None, description=f"Always null: {LATER}.")
     retry: RetrySpec = Field(default_factory=RetrySpec)
     timeout_seconds: int = Field(300, ge=1, le=7 * 86400, description="Per attempt.")
-    concurrency: int = Field(1, ge=1, le=100)
+    concurrency: int = Field(
+        1,
+        ge=1,
+        le=100,
+        description="trigger tasks: how many deliveries run at once; the rest queue in "
+        "arrival order.",
+    )
     notify: NotifySpec = Field(default_factory=NotifySpec)
     tags: list[str] = Field(default_factory=list, max_length=20)
 
@@ -249,6 +277,15 @@ class TaskSpec(StrictModel):
     def _problems(self) -> list[tuple[tuple[str | int, ...], str, Any]]:
         problems: list[tuple[tuple[str | int, ...], str, Any]] = []
         schedule = self.schedule
+        if self.type == "trigger":
+            if self.trigger is None:
+                problems.append((("trigger",), "required for a trigger task", None))
+            if schedule is not None:
+                message = "not allowed on a trigger task (an email trigger has poll_seconds)"
+                problems.append((("schedule",), message, None))
+            return problems
+        if self.trigger is not None:
+            problems.append((("trigger",), f"only for trigger tasks, not {self.type}", None))
         if schedule is None:
             problems.append((("schedule",), f"required for a {self.type} task", None))
         elif self.type == "one_time":
@@ -292,7 +329,7 @@ class TaskUpdate(BaseModel):
     description: str | None = None
     type: TaskType | None = None
     schedule: dict[str, Any] | None = None
-    trigger: None = None
+    trigger: dict[str, Any] | None = None
     action: dict[str, Any] | None = None
     condition: None = None
     retry: dict[str, Any] | None = None
@@ -352,3 +389,27 @@ class TaskRunInput(BaseModel):
     execution_id: UUID | None = None
     # The execution a rerun repeats.
     rerun_of: UUID | None = None
+    # A trigger's delivery this run is for, and how many event hops led to it.
+    delivery_id: str | None = None
+    depth: int = 0
+
+
+class TriggerInput(BaseModel):
+    """Input of a ``TriggerWorkflow`` run, also what it carries across continue-as-new.
+    Fields can only be added, with defaults: workflows in flight carry older ones."""
+
+    task_id: UUID
+    user_id: UUID
+    task: TaskSpec
+    paused: bool = False
+    # Deliveries accepted and not started yet, in arrival order.
+    queue: list[Delivery] = Field(default_factory=list)
+    # Digests of the newest delivery ids (oldest first): the dedup window.
+    seen: list[str] = Field(default_factory=list)
+
+
+class TriggerConfig(BaseModel):
+    """The ``configure`` signal: the task as saved now (sent on every change of it)."""
+
+    task: TaskSpec
+    paused: bool = False

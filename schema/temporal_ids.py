@@ -24,6 +24,12 @@ RECORD_PREFIX = "cronpilot-record-"
 MISSED_RUN_ID = "missed"
 
 TASK_WORKFLOW = "TaskWorkflow"
+TRIGGER_WORKFLOW = "TriggerWorkflow"
+EMAIL_POLL_WORKFLOW = "EmailPollWorkflow"
+# A trigger task's long-lived workflow, reached by signal-with-start.
+TRIGGER_PREFIX = "trigger-"
+DELIVER_SIGNAL = "deliver"
+CONFIGURE_SIGNAL = "configure"
 RECORD_EXECUTION_WORKFLOW = "RecordExecutionWorkflow"
 RETENTION_WORKFLOW = "RetentionWorkflow"
 
@@ -62,6 +68,27 @@ def catchup_workflow_id(task_id: uuid.UUID, run_at: datetime) -> str:
     so a repeated resume cannot start it twice."""
     stamp = run_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return f"{schedule_id(task_id)}-catchup-{stamp}"
+
+
+def trigger_workflow_id(task_id: uuid.UUID | str) -> str:
+    """The one long-lived ``TriggerWorkflow`` of a trigger task."""
+    return f"{TRIGGER_PREFIX}{task_id}"
+
+
+def task_id_of_trigger(workflow_id: str) -> uuid.UUID | None:
+    """The task a ``trigger-{id}`` workflow belongs to, or None for any other workflow."""
+    if not workflow_id.startswith(TRIGGER_PREFIX):
+        return None
+    try:
+        return uuid.UUID(workflow_id.removeprefix(TRIGGER_PREFIX))
+    except ValueError:
+        return None
+
+
+def delivery_workflow_id(task_id: uuid.UUID, kind: str, digest: str) -> str:
+    """The run of one delivery: derived from its id (``delivery_digest``), so Temporal's
+    workflow-id uniqueness refuses a repeat that outlived the dedup window."""
+    return f"{schedule_id(task_id)}-{kind}-{digest}"
 
 
 def record_workflow_id(run_id: str) -> str:

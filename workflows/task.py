@@ -257,6 +257,7 @@ class TaskWorkflow:
             error=failure.error if failure else None,
             logs=logs,
             run_at=schedule.run_at if schedule and run.task.type == "one_time" else None,
+            depth=run.depth,
         )
 
     async def _record(self, record: ExecutionFinished) -> None:

@@ -59,7 +59,18 @@ def _schedule_ids_of(temporal: Client) -> Any:
             {"schedule": {"interval_seconds": 60, "catchup_window_seconds": 5}},
             ["body", "schedule", "catchup_window_seconds"],
         ),
-        ({"type": "trigger", "schedule": None, "trigger": {"kind": "webhook"}}, ["body", "type"]),
+        ({"type": "trigger", "schedule": None}, ["body", "trigger"]),
+        ({"type": "trigger", "trigger": {"kind": "webhook"}}, ["body", "schedule"]),
+        ({"trigger": {"kind": "webhook"}}, ["body", "trigger"]),
+        (
+            {"type": "trigger", "schedule": None, "trigger": {"kind": "event", "event": "a b"}},
+            ["body", "trigger", "event", "event"],
+        ),
+        (
+            {"type": "trigger", "schedule": None, "trigger": {"kind": "telepathy"}},
+            ["body", "trigger"],
+        ),
+        ({"notify": {"webhook_url": "ftp://x"}}, ["body", "notify", "webhook_url"]),
     ],
 )
 async def test_invalid_tasks_are_422_and_create_nothing(

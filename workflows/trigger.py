@@ -1,0 +1,175 @@
+"""``TriggerWorkflow``: the one long-lived workflow of a trigger task (``trigger-{task_id}``).
+
+Webhooks, events and the email poller reach it by signal-with-start (``deliver``). Each
+delivery runs as a child ``TaskWorkflow`` whose id derives from the delivery id, so:
+
+- a delivery id seen among the last ``DEDUP_WINDOW`` is dropped here, and a repeat older
+  than that is still refused by Temporal (the child's id is taken);
+- at most ``concurrency`` children run at once; the rest wait in arrival order;
+- while the task is paused, accepted deliveries wait; they run once it is resumed.
+
+The history stays bounded: when Temporal suggests it (or after ``ROLL_AFTER`` deliveries),
+the workflow stops starting children, lets the running ones end, and continues as new with
+the queue and the dedup window. Deliveries keep arriving meanwhile and are carried over.
+
+Runs in flight outlive deployments: change this module only in replay-safe ways (a new path
+behind ``workflow.patched``, input fields added with defaults) and keep the replay test
+(tests/workflows/test_replay.py) green.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RawValue, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.workflow import ParentClosePolicy
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel
+
+    from schema.actions import STORED
+    from schema.tasks import TaskRunInput, TaskSpec, TriggerConfig, TriggerInput
+    from schema.temporal_ids import (
+        CONFIGURE_SIGNAL,
+        DELIVER_SIGNAL,
+        TASK_WORKFLOW,
+        TRIGGER_WORKFLOW,
+        delivery_workflow_id,
+        search_attributes,
+    )
+    from schema.triggers import Delivery, delivery_digest
+
+# Delivery ids remembered per task (as 32-character digests, about 0.4 MB carried across
+# continue-as-new). Older repeats are caught by Temporal's workflow-id uniqueness instead.
+DEDUP_WINDOW = 10_000
+# Continue as new after this many deliveries even if Temporal does not suggest it yet.
+ROLL_AFTER = 1_000
+
+
+M = TypeVar("M", bound="BaseModel")
+
+
+def decode_stored(raw: RawValue, model: type[M]) -> M:
+    """A payload read as stored (``STORED``): checks added since it was written do not make
+    it unreadable."""
+    if raw.payload.metadata.get("encoding") == b"json/plain":
+        return model.model_validate_json(raw.payload.data, context=STORED)
+    value = workflow.payload_converter().from_payload(raw.payload, model)
+    assert isinstance(value, model)
+    return value
+
+
+@workflow.defn(name=TRIGGER_WORKFLOW)
+class TriggerWorkflow:
+    """Queue, deduplicate and run a trigger task's deliveries, ``concurrency`` at a time."""
+
+    @workflow.init
+    def __init__(self, raw: RawValue) -> None:
+        start = decode_stored(raw, TriggerInput)
+        self._start = start
+        self._task: TaskSpec = start.task
+        self._paused = start.paused
+        self._queue: deque[Delivery] = deque(start.queue)
+        self._seen_order: deque[str] = deque(start.seen[-DEDUP_WINDOW:])
+        self._seen: set[str] = set(self._seen_order)
+        self._running = 0
+        self._started = 0
+        self._children: set[asyncio.Task[None]] = set()
+
+    @workflow.signal(name=DELIVER_SIGNAL)
+    def deliver(self, raw: RawValue) -> None:
+        delivery = decode_stored(raw, Delivery)
+        digest = delivery_digest(delivery.delivery_id)
+        if digest in self._seen:
+            workflow.logger.info("delivery %s seen before: dropped", delivery.delivery_id)
+            return
+        self._seen.add(digest)
+        self._seen_order.append(digest)
+        while len(self._seen_order) > DEDUP_WINDOW:
+            self._seen.discard(self._seen_order.popleft())
+        self._queue.append(delivery)
+
+    @workflow.signal(name=CONFIGURE_SIGNAL)
+    def configure(self, raw: RawValue) -> None:
+        config = decode_stored(raw, TriggerConfig)
+        self._task, self._paused = config.task, config.paused
+
+    @workflow.query
+    def state(self) -> dict[str, Any]:
+        return {
+            "queued": len(self._queue),
+            "running": self._running,
+            "seen": len(self._seen_order),
+            "paused": self._paused,
+            "concurrency": self._task.concurrency,
+            "spec_hash": self._task.spec_hash(),
+        }
+
+    @workflow.run
+    async def run(self, raw: RawValue) -> None:
+        while True:
+            await workflow.wait_condition(lambda: self._can_start() or self._should_roll())
+            if self._should_roll():
+                await workflow.wait_condition(
+                    lambda: self._running == 0 and workflow.all_handlers_finished()
+                )
+                workflow.continue_as_new(
+                    TriggerInput(
+                        task_id=self._start.task_id,
+                        user_id=self._start.user_id,
+                        task=self._task,
+                        paused=self._paused,
+                        queue=list(self._queue),
+                        seen=list(self._seen_order),
+                    )
+                )
+            while self._can_start():
+                self._running += 1
+                self._started += 1
+                # Started side by side: several children start in one workflow task.
+                child = asyncio.create_task(self._run(self._queue.popleft()))
+                self._children.add(child)
+                child.add_done_callback(self._children.discard)
+
+    def _can_start(self) -> bool:
+        return bool(self._queue) and not self._paused and self._running < self._task.concurrency
+
+    def _should_roll(self) -> bool:
+        return self._started >= ROLL_AFTER or workflow.info().is_continue_as_new_suggested()
+
+    async def _run(self, delivery: Delivery) -> None:
+        start = self._start
+        run_input = TaskRunInput(
+            task_id=start.task_id,
+            user_id=start.user_id,
+            task=self._task,
+            trigger=delivery.kind,
+            payload=delivery.payload,
+            scheduled_at=delivery.received_at,
+            delivery_id=delivery.delivery_id,
+            depth=delivery.depth,
+        )
+        workflow_id = delivery_workflow_id(
+            start.task_id, delivery.kind, delivery_digest(delivery.delivery_id)
+        )
+        try:
+            child = await workflow.start_child_workflow(
+                TASK_WORKFLOW,
+                run_input,
+                id=workflow_id,
+                parent_close_policy=ParentClosePolicy.ABANDON,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                search_attributes=search_attributes(start.task_id, start.user_id),
+                memo={"task_id": str(start.task_id), "user_id": str(start.user_id)},
+            )
+            await child
+        except WorkflowAlreadyStartedError:
+            workflow.logger.info("delivery %s ran before: not run again", delivery.delivery_id)
+        except Exception:  # the run records its own failure
+            pass
+        finally:
+            self._running -= 1
