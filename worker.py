@@ -16,6 +16,7 @@ from temporalio.worker import Worker
 
 from activities._action import ActionDeps
 from activities.history import HistoryActivities
+from activities.notify import NotifyActivities
 from activities.registry import action_activities
 from api.scheduling import ensure_retention_schedule
 from schema.db import create_engine, create_sessionmaker
@@ -50,6 +51,7 @@ def build_workers(
     task_queue = settings.task_queue
     history = HistoryActivities(sessions, client)
     deps = ActionDeps(settings, sessions)
+    notify = NotifyActivities(deps)
     workers = []
     if settings.worker_queues in ("all", "main"):
         workers.append(
@@ -63,6 +65,8 @@ def build_workers(
                     history.write_execution_record,
                     history.delete_old_executions,
                     history.settle_unrecorded_executions,
+                    history.last_execution,
+                    notify.notify_run,
                     *action_activities(deps, "main"),
                 ],
                 max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,

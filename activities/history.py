@@ -14,6 +14,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
@@ -30,6 +31,7 @@ from schema.executions import (
     ExecutionFinished,
     ExecutionStarted,
     ExecutionStatus,
+    LastExecutionQuery,
     LogEntry,
 )
 from schema.orm import Task, TaskExecution
@@ -71,6 +73,18 @@ class HistoryActivities:
                 activity.logger.info("task %s is gone; not recording", record.task_id)
                 return
             await crud.record_started(session, record)
+
+    @activity.defn
+    async def last_execution(self, ask: LastExecutionQuery) -> dict[str, Any] | None:
+        """The task's previous execution (``status`` and ``result``), for a condition that
+        reads ``last``; None when it has none. Fails at once when the database is down."""
+        async with self._now_or_never(), self.sessions() as session:
+            found = await crud.last_finished(
+                session, task_id=ask.task_id, before=ask.before, workflow_id=ask.workflow_id
+            )
+        if found is None:
+            return None
+        return {"status": found.status, "result": found.result, "error": found.error}
 
     @activity.defn
     async def record_execution_finished(self, record: ExecutionFinished) -> None:

@@ -466,6 +466,25 @@ def _execution_values(record: ExecutionStarted) -> dict[str, Any]:
     }
 
 
+async def last_finished(
+    session: AsyncSession, *, task_id: uuid.UUID, before: datetime, workflow_id: str
+) -> TaskExecution | None:
+    """The task's newest execution that ended and started before ``before`` (not the run
+    ``workflow_id`` itself): a condition's ``last``."""
+    query = (
+        select(TaskExecution)
+        .where(
+            TaskExecution.task_id == task_id,
+            TaskExecution.started_at <= before,
+            TaskExecution.status.in_(FINAL_STATUSES),
+            TaskExecution.workflow_id != workflow_id,
+        )
+        .order_by(TaskExecution.started_at.desc(), TaskExecution.id.desc())
+        .limit(1)
+    )
+    return await session.scalar(query)
+
+
 async def append_log(
     session: AsyncSession, *, workflow_id: str, run_id: str, entry: LogEntry
 ) -> None:

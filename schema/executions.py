@@ -95,6 +95,14 @@ class ExecutionFinished(ExecutionStarted):
     depth: int = 0
 
 
+class LastExecutionQuery(BaseModel):
+    """Input of ``last_execution``: the run asking, for its task's previous execution."""
+
+    task_id: UUID
+    workflow_id: str
+    before: datetime
+
+
 class ExecutionTemporal(BaseModel):
     ui_url: str
 

@@ -21,6 +21,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from schema.actions import CONFIG_MODE, Action, HttpUrl, SingleLine, StrictModel
+from schema.conditions import Condition, refuse_steps
 from schema.cron import CronError, never_fires, parse_cron
 from schema.triggers import Delivery, TriggerSpec
 
@@ -34,7 +35,6 @@ NotifyOn = Literal["failure", "success", "always"]
 
 # Every layer (pydantic, Temporal's payloads, the databases' JSON) decodes far more than this.
 MAX_JSON_DEPTH = 32
-LATER = "conditions land with the triggers work"
 MAX_TASK_BYTES = 512 * 1024
 # Temporal's calendars end with 2100; instants outside these bounds are refused.
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
@@ -247,7 +247,11 @@ class TaskSpec(StrictModel):
         None, description="trigger tasks: what starts them (webhook, event or email)."
     )
     action: Action
-    condition: None = Field(None, description=f"Always null: {LATER}.")
+    condition: Condition | None = Field(
+        None,
+        description="Checked before the action; false records the run as skipped. "
+        '{"all": [...]}, {"any": [...]}, {"not": {...}} or {"path", "op", "value"}.',
+    )
     retry: RetrySpec = Field(default_factory=RetrySpec)
     timeout_seconds: int = Field(300, ge=1, le=7 * 86400, description="Per attempt.")
     concurrency: int = Field(
@@ -277,6 +281,8 @@ class TaskSpec(StrictModel):
     def _problems(self) -> list[tuple[tuple[str | int, ...], str, Any]]:
         problems: list[tuple[tuple[str | int, ...], str, Any]] = []
         schedule = self.schedule
+        if self.condition is not None:
+            problems.extend(refuse_steps(self.condition))
         if self.type == "trigger":
             if self.trigger is None:
                 problems.append((("trigger",), "required for a trigger task", None))
@@ -331,7 +337,7 @@ class TaskUpdate(BaseModel):
     schedule: dict[str, Any] | None = None
     trigger: dict[str, Any] | None = None
     action: dict[str, Any] | None = None
-    condition: None = None
+    condition: dict[str, Any] | None = None
     retry: dict[str, Any] | None = None
     timeout_seconds: int | None = None
     concurrency: int | None = None

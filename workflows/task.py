@@ -23,7 +23,9 @@ from temporalio.workflow import ActivityCancellationType, ActivityHandle, Parent
 
 with workflow.unsafe.imports_passed_through():
     from activities.history import HistoryActivities
+    from activities.notify import NotifyInput
     from schema.actions import ACTION_ROUTES, STORED
+    from schema.conditions import condition_paths
     from schema.executions import (
         ActionContext,
         ActionInput,
@@ -31,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         ExecutionError,
         ExecutionFinished,
         ExecutionStarted,
+        LastExecutionQuery,
         LogEntry,
     )
     from schema.tasks import RunRef, TaskRunInput
@@ -44,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
         search_attributes,
         wait_queue,
     )
+    from workflows.conditions import condition_context, evaluate
     from workflows.failures import Failure, failure_from, retry_policy_for
     from workflows.history import RecordExecutionWorkflow
 
@@ -77,6 +81,11 @@ ACTION_HEARTBEAT_TIMEOUT = timedelta(seconds=30)
 # A run queued behind others (run now under a buffer policy) waits at most this long.
 WAIT_LIMIT = timedelta(days=7)
 MAX_PROBLEM_CHARS = 1000
+# A condition reading `last` asks the database for it, briefly: when the database is down,
+# `last` is missing (the condition decides with that) rather than the run waiting.
+LAST_EXECUTION_BOUND = timedelta(seconds=10)
+NOTIFY_TIMEOUT = timedelta(seconds=60)
+NOTIFY_RETRY = RetryPolicy(maximum_attempts=2, initial_interval=timedelta(seconds=2))
 
 
 @workflow.defn(name=TASK_WORKFLOW)
@@ -127,10 +136,15 @@ class TaskWorkflow:
         )
         outcome: ActionOutcome | None = None
         failure: Failure | None = None
+        skipped: str | None = None
         try:
             if run.wait_for:
                 await self._wait(run.wait_for)
-            outcome = await self._run_action(run, started)
+            # Runs from before conditions existed have none: they take no new step here.
+            if run.task.condition is not None:
+                skipped = await self._condition_fails(run, started)
+            if skipped is None:
+                outcome = await self._run_action(run, started)
         except (ActivityError, asyncio.CancelledError) as error:
             failure = failure_from(error, run.task.retry)
             if self._cancelled and failure.status != "cancelled":
@@ -142,9 +156,12 @@ class TaskWorkflow:
                     failure.attempts,
                     failure.logs,
                 )
-        record = self._finished(run, started, outcome, failure)
+        record = self._finished(run, started, outcome, failure, skipped)
         await self._settle_running_record(recording)
         await self._record(record)
+        # Only tasks with a recipient notify, and none could before notifications existed.
+        if run.task.notify.wants(record.status):
+            await self._notify(run, record)
         if failure is not None:
             if failure.status == "cancelled":
                 raise asyncio.CancelledError()
@@ -171,6 +188,61 @@ class TaskWorkflow:
                 recording.cancel()  # a run from before: the cancellation ended it here
                 await workflow.wait([recording])
                 raise
+
+    async def _condition_fails(self, run: TaskRunInput, started: ExecutionStarted) -> str | None:
+        """None when the task's condition holds, else why it does not (the run is then
+        recorded as skipped)."""
+        condition = run.task.condition
+        assert condition is not None
+        last: dict[str, Any] | None = None
+        if any(path.split(".")[0] == "last" for path in condition_paths(condition)):
+            try:
+                last = await workflow.execute_local_activity_method(
+                    HistoryActivities.last_execution,
+                    LastExecutionQuery(
+                        task_id=run.task_id,
+                        workflow_id=started.workflow_id,
+                        before=started.started_at,
+                    ),
+                    schedule_to_close_timeout=LAST_EXECUTION_BOUND,
+                    retry_policy=FINAL_RECORD_RETRY,
+                )
+            except ActivityError as error:
+                workflow.logger.warning("previous execution not read (%s): last is missing", error)
+        schedule = run.task.schedule
+        context = condition_context(
+            now=workflow.now(),
+            timezone=schedule.timezone if schedule else "UTC",
+            payload=run.payload,
+            last=last,  # None (no previous run): every path under it is missing
+            steps=None,
+        )
+        held, reason = evaluate(condition, context)
+        return None if held else reason
+
+    async def _notify(self, run: TaskRunInput, record: ExecutionFinished) -> None:
+        """Tell the task's recipients, after the final record: never the run's outcome."""
+        try:
+            await workflow.execute_activity(
+                "notify_run",
+                NotifyInput(
+                    task_id=run.task_id,
+                    task_name=run.task.name,
+                    execution_id=record.execution_id,
+                    workflow_id=record.workflow_id,
+                    run_id=record.run_id,
+                    trigger=record.trigger,
+                    status=record.status,
+                    started_at=record.started_at,
+                    finished_at=record.finished_at,
+                    error=record.error,
+                    notify=run.task.notify,
+                ),
+                start_to_close_timeout=NOTIFY_TIMEOUT,
+                retry_policy=NOTIFY_RETRY,
+            )
+        except ActivityError as error:
+            workflow.logger.warning("notification failed: %s", error)
 
     async def _wait(self, runs: list[RunRef]) -> None:
         await workflow.execute_activity_method(
@@ -234,8 +306,11 @@ class TaskWorkflow:
         started: ExecutionStarted,
         outcome: ActionOutcome | None,
         failure: Failure | None,
+        skipped: str | None = None,
     ) -> ExecutionFinished:
         logs: list[LogEntry] = list(started.logs)
+        if skipped is not None and failure is None:
+            logs.append(LogEntry(at=workflow.now(), message=f"skipped: {skipped}"))
         logs += outcome.logs if outcome else (failure.logs if failure else [])
         if failure is not None and failure.error.type == "ActivityTimeout":
             logs.append(
@@ -250,11 +325,13 @@ class TaskWorkflow:
         return ExecutionFinished(
             **started.model_dump(exclude={"logs"}),
             task_type=run.task.type,
-            status=failure.status if failure else "succeeded",
+            status=failure.status if failure else ("skipped" if skipped else "succeeded"),
             finished_at=workflow.now(),
             attempts=failure.attempts if failure else (outcome.attempt if outcome else 0),
             result=outcome.result if outcome else None,
-            error=failure.error if failure else None,
+            error=failure.error
+            if failure
+            else (ExecutionError(type="ConditionNotMet", message=skipped) if skipped else None),
             logs=logs,
             run_at=schedule.run_at if schedule and run.task.type == "one_time" else None,
             depth=run.depth,
