@@ -105,7 +105,7 @@ async def test_a_loop_of_events_is_cut_at_the_depth_limit(
 
     async def refused() -> dict[str, Any] | None:
         for item in (await user.get(f"/api/tasks/{task['id']}/executions")).json()["items"]:
-            full = (await user.get(f"/api/executions/{item['id']}")).json()
+            full: dict[str, Any] = (await user.get(f"/api/executions/{item['id']}")).json()
             if any("over the limit" in line["message"] for line in full["logs"]):
                 return full
         return None
