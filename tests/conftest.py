@@ -79,6 +79,7 @@ async def db(
 # A second namespace: an installation per namespace, so a test may run an API on SQLite
 # (with its own reconcile) beside the session's PostgreSQL one.
 SQLITE_NAMESPACE = "cronpilot-sqlite"
+ROLL_EVENTS = 200
 
 
 @pytest.fixture(scope="session")
@@ -90,6 +91,9 @@ def temporal_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     command = temporal_dev_command(
         port=port, ui_port=None, db_file=directory / "temporal.db", namespaces=(SQLITE_NAMESPACE,)
     )
+    # Trigger workflows roll over (continue-as-new) after a few hundred events instead of
+    # thousands, so the tests that deliver a lot exercise it (nothing else asks for it).
+    command += ["--dynamic-config-value", f"limit.historyCount.suggestContinueAsNew={ROLL_EVENTS}"]
     log = directory / "temporal.log"
     with temporal_dev_server(command, log):
         yield f"127.0.0.1:{port}"

@@ -3,6 +3,7 @@ pause, delete, and the runs they become."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -10,10 +11,16 @@ import time
 import uuid
 from typing import Any
 
+import httpx
+from temporalio.client import Client
+
+from api.main import create_app
 from api.signatures import sign
-from tests.conftest import ApiUser, eventually
+from schema.settings import Settings
+from tests.conftest import ApiUser, connect_when_up, eventually
 from tests.fixtures.http_target import HttpTarget
 from tests.fixtures.tasks import webhook_action
+from tests.fixtures.tcp_proxy import TcpProxy
 
 
 def trigger_task(url: str, **fields: Any) -> dict[str, Any]:
@@ -214,3 +221,87 @@ async def test_webhooks_belong_to_webhook_trigger_tasks_of_their_user(
     )
     refused = await user.post(f"/api/tasks/{event_task['id']}/webhook", json={})
     assert refused.status_code == 409
+
+
+async def test_200_concurrent_deliveries_run_once_each_within_the_concurrency(
+    user: ApiUser, target: HttpTarget, temporal: Client
+) -> None:
+    """Each of 200 deliveries sent at once runs exactly once, never more than `concurrency`
+    at a time; the trigger workflow continues as new on the way (the session's server
+    suggests it every few hundred events) and loses nothing."""
+    key = uuid.uuid4().hex
+    action = webhook_action(f"{target.url}/slow/{key}?seconds=0.2", body={"n": "{{ payload.n }}"})
+    task = await user.create_task(trigger_task("", action=action, concurrency=5))
+    hook = await _hook(user, task["id"], "token")
+
+    async def send(n: int) -> httpx.Response:
+        headers = {"X-Cronpilot-Token": hook["secret"], "X-Cronpilot-Delivery": f"d-{n}"}
+        return await user.client.post(_path(hook), json={"n": n}, headers=headers)
+
+    answers = await asyncio.gather(*(send(n) for n in range(200)))
+    assert [answer.status_code for answer in answers] == [202] * 200
+    # A second wave of the same ids: accepted again, run never.
+    again = await asyncio.gather(*(send(n) for n in range(0, 200, 10)))
+    assert {answer.status_code for answer in again} == {202}
+    await target.wait_for_hits(key, 200, timeout=180)
+    seen = sorted(int(json.loads(hit["body"])["n"]) for hit in target.requests[key])
+    assert seen == list(range(200))
+    assert 1 < target.most_in_flight[key] <= 5
+
+    async def all_recorded() -> int | None:
+        count, cursor = 0, None
+        while True:
+            params: dict[str, Any] = {"limit": 200, "status": "succeeded"}
+            if cursor:
+                params["cursor"] = cursor
+            page = (await user.get(f"/api/tasks/{task['id']}/executions", params=params)).json()
+            count += len(page["items"])
+            cursor = page["next_cursor"]
+            if not cursor:
+                return count if count == 200 else None
+
+    assert await eventually(all_recorded, timeout=60) == 200
+    assert target.hits(key) == 200
+    # The trigger workflow rolled over at least once, and still runs.
+    handle = temporal.get_workflow_handle(f"trigger-{task['id']}")
+    description = await handle.describe()
+    assert description.status is not None and description.status.name == "RUNNING"
+    assert description.run_id != description.raw_description.workflow_execution_info.first_run_id
+    state = await handle.query("state")
+    assert state["queued"] == 0 and state["running"] == 0 and state["seen"] == 200
+
+
+async def test_temporal_unreachable_is_503_never_202(
+    user: ApiUser, target: HttpTarget, settings: Settings, temporal_address: str
+) -> None:
+    """A receiver whose Temporal is cut off answers 503 to deliveries and events: nothing
+    is accepted that Temporal did not take."""
+    key = uuid.uuid4().hex
+    task = await user.create_task(trigger_task(f"{target.url}/ok/{key}"))
+    hook = await _hook(user, task["id"], "token")
+    name = f"cut.{key[:8]}"
+    await user.create_task(
+        trigger_task(f"{target.url}/ok/{key}", trigger={"kind": "event", "event": name})
+    )
+    host, port = temporal_address.rsplit(":", 1)
+    proxy = TcpProxy(host, int(port))
+    await proxy.start()
+    cut_off = settings.model_copy(update={"temporal_address": f"127.0.0.1:{proxy.port}"})
+    client = await connect_when_up(cut_off.temporal_address)
+    app = create_app(cut_off, temporal=client)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cut") as http:
+            headers = {"X-Cronpilot-Token": hook["secret"]}
+            assert (await http.post(_path(hook), json={}, headers=headers)).status_code == 202
+            await proxy.cut()
+            refused = await http.post(_path(hook), json={}, headers=headers)
+            assert refused.status_code == 503, refused.text
+            assert refused.headers["content-type"] == "application/problem+json"
+            event = await http.post(
+                "/api/events", json={"name": name, "payload": {}}, headers=user.headers
+            )
+            assert event.status_code == 503, event.text
+    await target.wait_for_hits(key, 1)
+    await asyncio.sleep(2)
+    assert target.hits(key) == 1
