@@ -15,6 +15,8 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities._action import ActionDeps
+from activities.chain import ChainActivities
+from activities.email_trigger import EmailTriggerActivities
 from activities.history import HistoryActivities
 from activities.notify import NotifyActivities
 from activities.registry import action_activities
@@ -23,6 +25,8 @@ from schema.db import create_engine, create_sessionmaker
 from schema.settings import Settings, get_settings
 from schema.temporal import connect, ensure_search_attributes
 from schema.temporal_ids import code_queue, wait_queue
+from workflows.chain import ChainStepWorkflow, ChainWorkflow
+from workflows.email_poll import EmailPollWorkflow
 from workflows.history import RecordExecutionWorkflow
 from workflows.retention import RetentionWorkflow
 from workflows.task import TaskWorkflow
@@ -40,6 +44,9 @@ WORKFLOWS: list[type] = [
     RecordExecutionWorkflow,
     RetentionWorkflow,
     TriggerWorkflow,
+    EmailPollWorkflow,
+    ChainWorkflow,
+    ChainStepWorkflow,
 ]
 
 
@@ -50,8 +57,10 @@ def build_workers(
     ``WORKER_QUEUES`` asks, and the dependencies of their actions (close them after)."""
     task_queue = settings.task_queue
     history = HistoryActivities(sessions, client)
+    email = EmailTriggerActivities(sessions, client, settings)
     deps = ActionDeps(settings, sessions)
     notify = NotifyActivities(deps)
+    chain = ChainActivities(sessions, settings)
     workers = []
     if settings.worker_queues in ("all", "main"):
         workers.append(
@@ -66,7 +75,11 @@ def build_workers(
                     history.delete_old_executions,
                     history.settle_unrecorded_executions,
                     history.last_execution,
+                    email.poll_mailbox,
                     notify.notify_run,
+                    chain.start_chain,
+                    chain.record_steps,
+                    chain.load_task,
                     *action_activities(deps, "main"),
                 ],
                 max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,

@@ -17,6 +17,7 @@ import hashlib
 import imaplib
 import itertools
 import re
+import socket
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -64,6 +65,9 @@ class Mailbox:
     folder: str = "INBOX"
     timeout: float = 30.0
     ca_file: str | None = None
+    # Where to connect, in order, instead of looking ``host`` up again (the addresses the
+    # outbound network guard checked); TLS still verifies the certificate for ``host``.
+    addresses: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.security not in ("ssl", "starttls", "none"):
@@ -175,9 +179,10 @@ def _session(box: Mailbox) -> Iterator[imaplib.IMAP4]:
     stage: Stage = "connect"
     try:
         if box.security == "ssl":
-            client = imaplib.IMAP4_SSL(box.host, box.port, ssl_context=context, timeout=box.timeout)
+            assert context is not None
+            client = _PinnedIMAP4SSL(box, context)
         else:
-            client = imaplib.IMAP4(box.host, box.port, timeout=box.timeout)
+            client = _PinnedIMAP4(box)
         if box.security == "starttls":
             stage = "starttls"
             if "STARTTLS" not in client.capabilities:
@@ -199,6 +204,44 @@ def _session(box: Mailbox) -> Iterator[imaplib.IMAP4]:
         raise
     else:
         client.logout()
+
+
+class _PinnedIMAP4(imaplib.IMAP4):
+    """imaplib's client, connected to ``box.addresses`` when given."""
+
+    def __init__(self, box: Mailbox) -> None:
+        self._addresses = box.addresses
+        super().__init__(box.host, box.port, timeout=box.timeout)
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        return _connect(self.host, self.port, self._addresses, timeout)
+
+
+class _PinnedIMAP4SSL(imaplib.IMAP4_SSL):
+    """imaplib's implicit-TLS client, connected to ``box.addresses`` when given."""
+
+    def __init__(self, box: Mailbox, context: ssl.SSLContext) -> None:
+        self._addresses = box.addresses
+        self._context = context
+        super().__init__(box.host, box.port, ssl_context=context, timeout=box.timeout)
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        sock = _connect(self.host, self.port, self._addresses, timeout)
+        return self._context.wrap_socket(sock, server_hostname=self.host)
+
+
+def _connect(
+    host: str, port: int, addresses: tuple[str, ...], timeout: float | None
+) -> socket.socket:
+    """A connection to the first of ``addresses`` that answers (to ``host`` without any)."""
+    last_error: OSError | None = None
+    for address in addresses or (host,):
+        try:
+            return socket.create_connection((address, port), timeout)
+        except OSError as error:
+            last_error = error
+    assert last_error is not None
+    raise last_error
 
 
 def _shutdown(client: imaplib.IMAP4 | None) -> None:

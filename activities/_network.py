@@ -1,4 +1,5 @@
-"""The outbound network guard every HTTP-making action goes through.
+"""The outbound network guard every HTTP-making action (and the IMAP poll of email triggers,
+through ``checked_addresses``) goes through.
 
 With private networks disallowed, a connection is refused unless every address the host
 resolves to is globally routable (not loopback, private, link-local, multicast,
@@ -79,6 +80,23 @@ async def resolve(host: str, port: int) -> list[IPAddress]:
     return list(found)
 
 
+async def checked_addresses(
+    host: str, port: int, *, allow_private: bool, allowed: Sequence[IPNetwork] = ()
+) -> list[IPAddress]:
+    """What ``host`` resolves to, for a connection made outside httpx (IMAP): refused with
+    ``BlockedAddress`` as the HTTP guard refuses it. Connect to these addresses, not to a
+    fresh lookup of ``host``."""
+    addresses = await resolve(host, port)
+    if not allow_private:
+        blocked = [a for a in addresses if is_blocked(a, allowed)]
+        if blocked:
+            raise BlockedAddress(
+                f"{host} resolves to {blocked[0]}, a private or reserved address; "
+                "set CRONPILOT_ALLOW_PRIVATE_NETWORKS=true to allow it"
+            )
+    return addresses
+
+
 class GuardedBackend(httpcore.AsyncNetworkBackend):
     """httpcore's network backend with the address check in ``connect_tcp``."""
 
@@ -95,17 +113,13 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
+        checking = checked_addresses(
+            host, port, allow_private=self.allow_private, allowed=self.allowed
+        )
         try:
-            addresses = await asyncio.wait_for(resolve(host, port), timeout)
+            addresses = await asyncio.wait_for(checking, timeout)
         except socket.gaierror as error:
             raise httpcore.ConnectError(f"cannot resolve {host}: {error}") from error
-        if not self.allow_private:
-            blocked = [a for a in addresses if is_blocked(a, self.allowed)]
-            if blocked:
-                raise BlockedAddress(
-                    f"{host} resolves to {blocked[0]}, a private or reserved address; "
-                    "set CRONPILOT_ALLOW_PRIVATE_NETWORKS=true to allow it"
-                )
         last_error: Exception | None = None
         for address in addresses:  # connect to the checked address, not a fresh lookup
             try:

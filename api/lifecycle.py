@@ -21,6 +21,7 @@ from api.errors import Conflict, Invalid
 from api.scheduling import RunInFlight, ScheduledTask
 from schema import crud
 from schema.actions import ACTION_ROUTES
+from schema.chains import TaskChainAction
 from schema.executions import ExecutionError, ExecutionFinished
 from schema.orm import Task, User, utcnow
 from schema.tasks import RunRef, TaskSpec
@@ -32,9 +33,32 @@ FIRE_GRACE = timedelta(seconds=60)
 PastDue = Literal["caught_up", "missed", "pending"]
 
 
+async def require_own_tasks(session: AsyncSession, user: User, spec: TaskSpec) -> None:
+    """A chain's task steps name tasks of the same user (another's is as good as missing)."""
+    errors = await chain_task_problems(session, user.id, spec)
+    if errors:
+        raise Invalid(errors)
+
+
+async def chain_task_problems(
+    session: AsyncSession, user_id: uuid.UUID, spec: TaskSpec
+) -> list[dict[str, Any]]:
+    """Located errors for the task steps of a chain that name no task of this user."""
+    if not isinstance(spec.action, TaskChainAction):
+        return []
+    errors = []
+    for index, step in enumerate(spec.action.config.steps):
+        if step.task_id is None:
+            continue
+        if await crud.get_task(session, user_id=user_id, task_id=step.task_id) is None:
+            loc = ["body", "action", "task_chain", "config", "steps", index, "task_id"]
+            errors.append({"loc": loc, "msg": f"you have no task {step.task_id}"})
+    return errors
+
+
 def require_available(spec: TaskSpec) -> None:
     """The action type has a route (some types land later)."""
-    if spec.action.type not in ACTION_ROUTES:
+    if spec.action.type != "task_chain" and spec.action.type not in ACTION_ROUTES:
         message = f"the {spec.action.type} action is not available yet"
         raise Invalid([{"loc": ["body", "action", "type"], "msg": message}])
 
@@ -69,6 +93,7 @@ async def create(
     leaves young schedules without a row alone (``ORPHAN_GRACE``)."""
     require_available(spec)
     require_future_run(spec, utcnow())
+    await require_own_tasks(session, user, spec)
     task = await crud.create_task(session, user_id=user.id, spec=spec)
     if crud.owns_schedule(task):
         await scheduling.create_schedule(client, ScheduledTask.of(task), task_queue)
@@ -98,6 +123,9 @@ async def save_spec(
 ) -> None:
     """Replace a task's definition; its schedule is updated in place."""
     require_available(spec)
+    errors = await chain_task_problems(session, task.user_id, spec)
+    if errors:
+        raise Invalid(errors)
     old = crud.task_spec(task)
     rescheduled = old.type != spec.type or old.schedule != spec.schedule
     if task.status in ("completed", "failed") and not rescheduled:

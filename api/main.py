@@ -20,7 +20,17 @@ from api.docs import install_docs
 from api.errors import CatchAllMiddleware, install_error_handlers, problem_response
 from api.openapi import install_openapi
 from api.reconcile import reconcile
-from api.routes import events, executions, health, me, secrets, stats, tasks, webhooks
+from api.routes import (
+    events,
+    executions,
+    health,
+    me,
+    resume,
+    secrets,
+    stats,
+    tasks,
+    webhooks,
+)
 from schema.db import create_engine, create_sessionmaker
 from schema.settings import Settings, get_settings
 from schema.temporal import connect
@@ -153,7 +163,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
         return response
 
-    for module in (tasks, webhooks, events, executions, stats, secrets, me, health):
+    for module in (tasks, webhooks, events, resume, executions, stats, secrets, me, health):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)

@@ -46,17 +46,20 @@ from temporalio.service import RPCError, RPCStatusCode
 from schema import crud
 from schema.cron import parse_cron
 from schema.orm import Task
-from schema.tasks import RunRef, TaskRunInput, TaskSpec
+from schema.tasks import RunRef, TaskRunInput, TaskSpec, TriggerInput
 from schema.temporal_ids import (
+    EMAIL_POLL_WORKFLOW,
     PREVIEW_PREFIX,
     RETENTION_SCHEDULE_ID,
     RETENTION_WORKFLOW,
     TASK_ID_ATTRIBUTE,
     TASK_PREFIX,
     TASK_WORKFLOW,
+    poll_workflow_id,
     schedule_id,
     search_attributes,
 )
+from schema.triggers import EmailTrigger
 
 log = logging.getLogger("cronpilot.scheduling")
 
@@ -154,7 +157,10 @@ def schedule_for_task(
     """The Temporal schedule that runs ``task``; its action carries the whole spec.
 
     A one-time task's schedule has one action; ``remaining_actions`` keeps what an existing
-    schedule has left (0 once it fired), so that an update never makes it fire again."""
+    schedule has left (0 once it fired), so that an update never makes it fire again.
+    An email-trigger task's schedule polls its mailbox (``poll_schedule``)."""
+    if isinstance(task.spec.trigger, EmailTrigger):
+        return poll_schedule(task, task.spec.trigger, task_queue, note=note)
     schedule = task.spec.schedule
     assert schedule is not None
     one_time = task.run_at is not None
@@ -180,6 +186,32 @@ def schedule_for_task(
             if one_time
             else 0,
         ),
+    )
+
+
+def poll_schedule(
+    task: ScheduledTask, trigger: EmailTrigger, task_queue: str, *, note: str | None = None
+) -> Schedule:
+    """An email-trigger task's schedule: an ``EmailPollWorkflow`` every ``poll_seconds``,
+    one at a time (a poll still running skips the next), paused with the task."""
+    every = timedelta(seconds=trigger.poll_seconds)
+    # Counted from the task's creation: tasks with the same period do not poll all at once.
+    offset = timedelta(seconds=int(task.created_at.timestamp()) % trigger.poll_seconds)
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            EMAIL_POLL_WORKFLOW,
+            TriggerInput(
+                task_id=task.task_id, user_id=task.user_id, task=task.spec, paused=task.paused
+            ),
+            id=poll_workflow_id(task.task_id),
+            task_queue=task_queue,
+            memo=task_memo(task),
+            typed_search_attributes=search_attributes(task.task_id, task.user_id),
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every, offset=offset)]),
+        # A poll missed while Temporal was down is made up once; the next one follows anyway.
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=every),
+        state=ScheduleState(note=note, paused=task.paused),
     )
 
 

@@ -9,6 +9,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 from schema.actions import Action
+from schema.chains import StepState, TaskChainConfig
 from schema.tasks import RetrySpec, TaskType
 
 ExecutionStatus = Literal["running", "succeeded", "failed", "skipped", "cancelled", "timed_out"]
@@ -101,6 +102,56 @@ class LastExecutionQuery(BaseModel):
     task_id: UUID
     workflow_id: str
     before: datetime
+
+
+class ChainInput(BaseModel):
+    """Input of a ``ChainWorkflow``: one execution's chain, and what its steps may read.
+    Fields can only be added, with defaults: chains in flight carry older ones."""
+
+    execution_id: UUID
+    task_id: UUID
+    user_id: UUID
+    task_name: str
+    # The TaskWorkflow run whose execution record the chain's steps are written to.
+    workflow_id: str
+    run_id: str
+    trigger: Trigger
+    scheduled_at: datetime | None = None
+    payload: Any = None
+    timezone: str = "UTC"
+    retry: RetrySpec
+    timeout_seconds: int
+    config: TaskChainConfig
+    depth: int = 0
+
+
+class ChainStepRun(BaseModel):
+    """Input of a ``ChainStepWorkflow``: one action step and its per-attempt timeout."""
+
+    action: ActionInput
+    timeout_seconds: int
+
+
+class ChainStart(BaseModel):
+    """Input of ``start_chain``: the steps as they start, to sign and record."""
+
+    workflow_id: str
+    run_id: str
+    chain_workflow_id: str
+    steps: list[StepState]
+
+
+class StepsRecord(BaseModel):
+    """Input of ``record_steps``: a chain's steps now."""
+
+    workflow_id: str
+    run_id: str
+    steps: list[StepState]
+
+
+class TaskLookup(BaseModel):
+    task_id: UUID
+    user_id: UUID
 
 
 class ExecutionTemporal(BaseModel):

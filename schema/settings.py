@@ -104,6 +104,12 @@ class Settings(BaseSettings):
         description="Comma-separated addresses or CIDRs that actions may reach even when "
         "private networks are not allowed (an internal API, say).",
     )
+    imap_ca_file: Path | None = Field(
+        None,
+        description="A PEM file of the CA certificates email triggers trust for IMAP over TLS "
+        "(ssl or starttls), instead of the system's trust store: for a mail server with a "
+        "private CA or a self-signed certificate. Default: the system's trust store.",
+    )
     worker_queues: Literal["all", "main", "code"] = Field(
         "all",
         description="What `cronpilot worker` serves: `main` (workflows, history and actions, "

@@ -20,7 +20,8 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from schema.actions import CONFIG_MODE, Action, HttpUrl, SingleLine, StrictModel
+from schema.actions import CONFIG_MODE, HttpUrl, SingleLine, StrictModel
+from schema.chains import AnyAction
 from schema.conditions import Condition, refuse_steps
 from schema.cron import CronError, never_fires, parse_cron
 from schema.triggers import Delivery, TriggerSpec
@@ -246,7 +247,7 @@ class TaskSpec(StrictModel):
     trigger: TriggerSpec | None = Field(
         None, description="trigger tasks: what starts them (webhook, event or email)."
     )
-    action: Action
+    action: AnyAction
     condition: Condition | None = Field(
         None,
         description="Checked before the action; false records the run as skipped. "

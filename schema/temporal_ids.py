@@ -70,6 +70,11 @@ def catchup_workflow_id(task_id: uuid.UUID, run_at: datetime) -> str:
     return f"{schedule_id(task_id)}-catchup-{stamp}"
 
 
+def poll_workflow_id(task_id: uuid.UUID) -> str:
+    """The mailbox polls of an email-trigger task (its schedule appends the time)."""
+    return f"{schedule_id(task_id)}-poll"
+
+
 def trigger_workflow_id(task_id: uuid.UUID | str) -> str:
     """The one long-lived ``TriggerWorkflow`` of a trigger task."""
     return f"{TRIGGER_PREFIX}{task_id}"

@@ -34,6 +34,7 @@ from tests.fixtures.actions import ActionHarness
 from tests.fixtures.fake_anthropic import FakeAnthropic
 from tests.fixtures.fake_google import FakeGoogle
 from tests.fixtures.http_target import HttpTarget
+from tests.fixtures.imap_server import ImapServer
 from tests.fixtures.loopback import free_port
 from tests.fixtures.smtp_server import SmtpServer
 from worker import build_workers, running, until_stopped
@@ -156,10 +157,19 @@ async def google_peer() -> AsyncIterator[FakeGoogle]:
 
 
 @pytest.fixture(scope="session")
+def imap_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImapServer]:
+    """The IMAP server mailbox tests read and the session's worker polls (its certificate
+    is the worker's ``IMAP_CA_FILE``); each test adds a user of its own."""
+    with ImapServer(cert_dir=tmp_path_factory.mktemp("imap")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
 def settings(
     pg_url: str,
     temporal_address: str,
     smtp_peer: SmtpServer,
+    imap_server: ImapServer,
     claude_peer: FakeAnthropic,
     google_peer: FakeGoogle,
     tmp_path_factory: pytest.TempPathFactory,
@@ -178,6 +188,7 @@ def settings(
         google_api_base_url=google_peer.url,
         google_token_url=google_peer.token_url,
         files_root=tmp_path_factory.mktemp("files"),
+        imap_ca_file=imap_server.cert_file,
     )
 
 

@@ -16,6 +16,7 @@ from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
+    ChildWorkflowError,
     FailureError,
     is_cancelled_exception,
 )
@@ -25,11 +26,13 @@ with workflow.unsafe.imports_passed_through():
     from activities.history import HistoryActivities
     from activities.notify import NotifyInput
     from schema.actions import ACTION_ROUTES, STORED
+    from schema.chains import CHAIN_WORKFLOW, TaskChainAction, chain_workflow_id
     from schema.conditions import condition_paths
     from schema.executions import (
         ActionContext,
         ActionInput,
         ActionOutcome,
+        ChainInput,
         ExecutionError,
         ExecutionFinished,
         ExecutionStarted,
@@ -88,6 +91,14 @@ NOTIFY_TIMEOUT = timedelta(seconds=60)
 NOTIFY_RETRY = RetryPolicy(maximum_attempts=2, initial_interval=timedelta(seconds=2))
 
 
+class ChainEnded(Exception):
+    """A chain that failed or was cancelled, as its execution records it."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.error.message)
+        self.failure = failure
+
+
 @workflow.defn(name=TASK_WORKFLOW)
 class TaskWorkflow:
     """Record the run as running, run the action with the task's retries, record the outcome.
@@ -100,6 +111,7 @@ class TaskWorkflow:
 
     def __init__(self) -> None:
         self._cancelled = False
+        self._steps: list[dict[str, Any]] = []
 
     @workflow.run
     async def run(self, raw: RawValue) -> dict[str, Any]:
@@ -156,6 +168,8 @@ class TaskWorkflow:
                     failure.attempts,
                     failure.logs,
                 )
+        except ChainEnded as ended:
+            failure = ended.failure
         record = self._finished(run, started, outcome, failure, skipped)
         await self._settle_running_record(recording)
         await self._record(record)
@@ -173,7 +187,13 @@ class TaskWorkflow:
             )
         # Not the action's result: that is in the activity's result and the final record
         # already (the completion's payload is not compared on replay).
-        return {"execution_id": str(started.execution_id), "status": record.status}
+        returned: dict[str, Any] = {
+            "execution_id": str(started.execution_id),
+            "status": record.status,
+        }
+        if run.trigger == "chain":  # a chain's task step: its output carries the result
+            returned["result"] = record.result
+        return returned
 
     async def _settle_running_record(self, recording: ActivityHandle[None]) -> None:
         """Let the running record land before the final one, as the database allows: it
@@ -256,6 +276,8 @@ class TaskWorkflow:
         )
 
     async def _run_action(self, run: TaskRunInput, started: ExecutionStarted) -> ActionOutcome:
+        if isinstance(run.task.action, TaskChainAction):  # no run from before chains has one
+            return await self._run_chain(run, started, run.task.action)
         route = ACTION_ROUTES[run.task.action.type]
         queue = workflow.info().task_queue
         if route.queue == "code":
@@ -300,6 +322,50 @@ class TaskWorkflow:
             outcome = await action
         return outcome
 
+    async def _run_chain(
+        self, run: TaskRunInput, started: ExecutionStarted, action: TaskChainAction
+    ) -> ActionOutcome:
+        """The chain as a child ``ChainWorkflow``; a cancellation cancels its running step,
+        and the steps it reached are kept either way."""
+        schedule = run.task.schedule
+        chain = await workflow.start_child_workflow(
+            CHAIN_WORKFLOW,
+            ChainInput(
+                execution_id=started.execution_id,
+                task_id=run.task_id,
+                user_id=run.user_id,
+                task_name=run.task.name,
+                workflow_id=started.workflow_id,
+                run_id=started.run_id,
+                trigger=run.trigger,
+                scheduled_at=started.scheduled_at,
+                payload=run.payload,
+                timezone=schedule.timezone if schedule else "UTC",
+                retry=run.task.retry,
+                timeout_seconds=run.task.timeout_seconds,
+                config=action.config,
+                depth=run.depth,
+            ),
+            id=chain_workflow_id(started.execution_id),
+            search_attributes=search_attributes(run.task_id, run.user_id),
+        )
+        try:
+            try:
+                returned = await asyncio.shield(chain)
+            except asyncio.CancelledError:
+                self._cancelled = True
+                chain.cancel()
+                returned = await chain
+        except ChildWorkflowError as error:
+            cause = error.cause
+            details = cause.details if isinstance(cause, ApplicationError) else ()
+            if details and isinstance(details[0], dict):
+                self._steps = list(details[0].get("steps", []))
+            raise ChainEnded(failure_from(cause or error, run.task.retry)) from None
+        self._steps = list(returned.get("steps", []))
+        logs = [LogEntry.model_validate(entry) for entry in returned.get("logs", [])]
+        return ActionOutcome(result=returned.get("result"), logs=logs)
+
     def _finished(
         self,
         run: TaskRunInput,
@@ -335,6 +401,7 @@ class TaskWorkflow:
             logs=logs,
             run_at=schedule.run_at if schedule and run.task.type == "one_time" else None,
             depth=run.depth,
+            steps=self._steps,
         )
 
     async def _record(self, record: ExecutionFinished) -> None:

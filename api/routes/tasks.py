@@ -247,8 +247,9 @@ def _bounded_instant(text: str | None, name: str) -> datetime | None:
 
 @router.post("/validate")
 async def validate_task(
-    user: CurrentUser,  # noqa: ARG001 - validation is for signed-in users only
+    user: CurrentUser,
     state: StateDep,
+    session: SessionDep,
     body: Annotated[dict[str, Any], Body()],
 ) -> ValidationReport:
     """Check a task without saving it: errors, next runs, the schedule in words, DST warnings."""
@@ -261,6 +262,13 @@ async def validate_task(
         return _invalid_report(validation_errors(error.errors(), ("body",)))
     except Invalid as error:
         return _invalid_report(error.errors)
+    chain_errors = await lifecycle.chain_task_problems(session, user.id, spec)
+    if chain_errors:
+        return _invalid_report(chain_errors)
+    if spec.type == "trigger":  # started by deliveries, not by a clock: no next runs
+        return ValidationReport(
+            valid=True, errors=[], warnings=[], next_runs=[], description=_describe(spec)
+        )
     try:
         preview = await scheduling.preview(state.temporal, spec, state.settings.task_queue, now)
     except scheduling.ScheduleRefused as error:
@@ -301,6 +309,13 @@ def _invalid_report(errors: list[dict[str, Any]]) -> ValidationReport:
 
 def _describe(spec: TaskSpec) -> str | None:
     """The schedule in words, as Temporal will fire it; None when there are no words."""
+    trigger = spec.trigger
+    if trigger is not None:
+        if trigger.kind == "email":
+            return f"Polls {trigger.imap_host} every {trigger.poll_seconds} s"
+        if trigger.kind == "event":
+            return f"Runs on each {trigger.event} event"
+        return "Runs on each webhook delivery"
     schedule = spec.schedule
     if schedule is None:
         return None

@@ -7,7 +7,6 @@ import base64
 import hashlib
 import socket
 import uuid
-from collections.abc import Iterator
 from email.message import EmailMessage
 from typing import Any
 
@@ -29,12 +28,6 @@ ALICE = "Alice Example <alice@example.com>"
 BOB = "Bob <bob@example.org>"
 BOT = "bot@example.com"
 MÄRZ = "Rechnung für März"
-
-
-@pytest.fixture(scope="module")
-def imap_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImapServer]:
-    with ImapServer(cert_dir=tmp_path_factory.mktemp("imap")) as server:
-        yield server
 
 
 @pytest.fixture
@@ -136,6 +129,20 @@ async def test_starttls_is_required_when_asked_for(imap_server: ImapServer, user
         False,
     )
     assert [login for login in imap_server.logins if login.username == user] == []
+
+
+@pytest.mark.parametrize(("security", "host"), [("none", "imap.invalid"), ("ssl", "localhost")])
+async def test_given_addresses_are_connected_to_and_tls_verifies_the_host(
+    imap_server: ImapServer, user: str, security: Security, host: str
+) -> None:
+    """The addresses the network guard checked are used, not a new lookup of the host
+    (`.invalid` never resolves); TLS checks the certificate for the host's name."""
+    uid = imap_server.append(raw_message(), username=user)
+    box = mailbox(imap_server, user, security, host=host, addresses=("::1", "127.0.0.1"))
+
+    assert [m.uid for m in await fetch_unseen(box)] == [uid]
+    await mark_seen(box, [uid])
+    assert imap_server.flags(username=user) == {uid: {"\\Seen"}}
 
 
 async def test_filters_match_from_and_decoded_subject_ignoring_case(
