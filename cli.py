@@ -296,8 +296,8 @@ class UndecryptableSecrets(Exception):
 
 
 async def rotate_secrets(settings: Settings) -> int:
-    """Re-encrypt every stored secret with the current key; returns how many. All or none:
-    when any secret decrypts with none of the keys, nothing changes."""
+    """Re-encrypt every stored secret (and webhook secret) with the current key; returns how
+    many. All or none: when any decrypts with none of the keys, nothing changes."""
     from schema.crypto import InvalidToken, SecretBox
 
     box = SecretBox(settings)
@@ -305,15 +305,22 @@ async def rotate_secrets(settings: Settings) -> int:
     try:
         async with create_sessionmaker(engine).begin() as session:
             secrets_ = await crud.all_secrets(session)
+            webhooks = await crud.all_webhooks(session)
             failed = 0
             for secret in secrets_:
                 try:
                     secret.value_encrypted = box.rotate(secret.value_encrypted)
                 except InvalidToken:
                     failed += 1
+            for webhook in webhooks:  # webhook secrets are encrypted the same way
+                try:
+                    webhook.secret_encrypted = box.rotate(webhook.secret_encrypted)
+                except InvalidToken:
+                    failed += 1
+            total = len(secrets_) + len(webhooks)
             if failed:
-                raise UndecryptableSecrets(failed, len(secrets_))  # rolls the session back
-        return len(secrets_)
+                raise UndecryptableSecrets(failed, total)  # rolls the session back
+        return total
     finally:
         await engine.dispose()
 

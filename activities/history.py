@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
@@ -111,33 +112,55 @@ class HistoryActivities:
             await scheduling.next_run_at(self.client, record.task_id) if moves_schedule else None
         )
         async with self._database():
-            async with self.sessions.begin() as session:
-                # Only a run that may finish its task must go one at a time with the task's
-                # changes (a new run_at keeps it active); counters move atomically anyway.
-                if finishing:
-                    task = await crud.lock_task(session, task_id=record.task_id)
-                else:
-                    task = await session.get(Task, record.task_id)
-                if task is None:
-                    activity.logger.info("task %s is gone; not recording", record.task_id)
-                    return
-                finishes_task = finishing and _same_run_at(task, record)
-                if await crud.record_finished(session, record):
-                    task_status = None
-                    if finishes_task:
-                        task_status = "completed" if record.status == "succeeded" else "failed"
-                    await crud.count_run(
-                        session,
-                        task_id=record.task_id,
-                        status=record.status,
-                        finished_at=record.finished_at,
-                        task_status=task_status,
-                        next_run_at=next_run_at if moves_schedule or finishes_task else UNCHANGED,
-                    )
+            try:
+                written = await self._write(record, finishing, moves_schedule, next_run_at)
+            except IntegrityError:
+                # Its task was deleted between the look-up and the write (the foreign key
+                # refused it): nothing to record against, as when it was gone before.
+                async with self.sessions() as session:
+                    if await session.get(Task, record.task_id) is not None:
+                        raise
+                activity.logger.info("task %s is gone; not recording", record.task_id)
+                return
+            if not written:
+                return
             if finishing:
                 await self._delete_spent_schedule(record)
         if record.status in ("succeeded", "failed") and record.task_type is not None:
             await self._emit(record)
+
+    async def _write(
+        self,
+        record: ExecutionFinished,
+        finishing: bool,
+        moves_schedule: bool,
+        next_run_at: datetime | None,
+    ) -> bool:
+        """The final row and the task's counters; False when the task is gone."""
+        async with self.sessions.begin() as session:
+            # Only a run that may finish its task must go one at a time with the task's
+            # changes (a new run_at keeps it active); counters move atomically anyway.
+            if finishing:
+                task = await crud.lock_task(session, task_id=record.task_id)
+            else:
+                task = await session.get(Task, record.task_id)
+            if task is None:
+                activity.logger.info("task %s is gone; not recording", record.task_id)
+                return False
+            finishes_task = finishing and _same_run_at(task, record)
+            if await crud.record_finished(session, record):
+                task_status = None
+                if finishes_task:
+                    task_status = "completed" if record.status == "succeeded" else "failed"
+                await crud.count_run(
+                    session,
+                    task_id=record.task_id,
+                    status=record.status,
+                    finished_at=record.finished_at,
+                    task_status=task_status,
+                    next_run_at=next_run_at if moves_schedule or finishes_task else UNCHANGED,
+                )
+        return True
 
     async def _emit(self, record: ExecutionFinished) -> None:
         """The run's built-in event (``task.succeeded`` or ``task.failed``) to the user's

@@ -8,39 +8,20 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
 
 import httpx
-from pydantic import BaseModel
 from temporalio import activity
 
 from activities._action import ActionDeps
 from activities._failure import ActionFailure
 from activities.send_email import build_message, deliver
 from schema import crud
-from schema.executions import ExecutionError, LogEntry
-from schema.tasks import NotifySpec
+from schema.executions import LogEntry, NotifyInput
 from schema.temporal_ids import WebUi
 
 log = logging.getLogger("cronpilot.notify")
 NOTIFY_TIMEOUT_SECONDS = 15.0
 MAX_RESULT_CHARS = 2000
-
-
-class NotifyInput(BaseModel):
-    """What a notification says about one run."""
-
-    task_id: UUID
-    task_name: str
-    execution_id: UUID
-    workflow_id: str
-    run_id: str
-    trigger: str
-    status: str
-    started_at: datetime
-    finished_at: datetime
-    error: ExecutionError | None = None
-    notify: NotifySpec
 
 
 class NotifyActivities:

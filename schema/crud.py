@@ -670,6 +670,10 @@ async def delete_secret(session: AsyncSession, *, user_id: uuid.UUID, name: str)
     return bool(getattr(result, "rowcount", 0))
 
 
+async def all_webhooks(session: AsyncSession) -> Sequence[TaskWebhook]:
+    return (await session.scalars(select(TaskWebhook))).all()
+
+
 async def all_secrets(session: AsyncSession) -> Sequence[Secret]:
     return (await session.scalars(select(Secret))).all()
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schema.actions import Action
 from schema.chains import StepState, TaskChainConfig
-from schema.tasks import RetrySpec, TaskType
+from schema.tasks import NotifySpec, RetrySpec, TaskType
 
 ExecutionStatus = Literal["running", "succeeded", "failed", "skipped", "cancelled", "timed_out"]
 Trigger = Literal["schedule", "manual", "webhook", "event", "email", "chain"]
@@ -152,6 +152,22 @@ class StepsRecord(BaseModel):
 class TaskLookup(BaseModel):
     task_id: UUID
     user_id: UUID
+
+
+class NotifyInput(BaseModel):
+    """What a notification says about one run."""
+
+    task_id: UUID
+    task_name: str
+    execution_id: UUID
+    workflow_id: str
+    run_id: str
+    trigger: str
+    status: str
+    started_at: datetime
+    finished_at: datetime
+    error: ExecutionError | None = None
+    notify: NotifySpec
 
 
 class ExecutionTemporal(BaseModel):

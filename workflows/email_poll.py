@@ -20,7 +20,6 @@ from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.email_trigger import EmailTriggerActivities
     from schema.tasks import TriggerInput
     from schema.temporal_ids import EMAIL_POLL_WORKFLOW
     from workflows.trigger import decode_stored
@@ -45,9 +44,12 @@ class EmailPollWorkflow:
     @workflow.run
     async def run(self, raw: RawValue) -> dict[str, Any]:
         start = decode_stored(raw, TriggerInput)
-        return await workflow.execute_activity_method(
-            EmailTriggerActivities.poll_mailbox,
+        # By name: the workflow does not load the activity's module (the mailbox reader).
+        result: dict[str, Any] = await workflow.execute_activity(
+            "poll_mailbox",
             start,
             start_to_close_timeout=POLL_TIMEOUT,
             retry_policy=POLL_RETRY,
+            result_type=dict,
         )
+        return result

@@ -24,7 +24,6 @@ from temporalio.workflow import ActivityCancellationType, ActivityHandle, Parent
 
 with workflow.unsafe.imports_passed_through():
     from activities.history import HistoryActivities
-    from activities.notify import NotifyInput
     from schema.actions import ACTION_ROUTES, STORED
     from schema.chains import CHAIN_WORKFLOW, TaskChainAction, chain_workflow_id
     from schema.conditions import condition_paths
@@ -38,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         ExecutionStarted,
         LastExecutionQuery,
         LogEntry,
+        NotifyInput,
     )
     from schema.tasks import RunRef, TaskRunInput
     from schema.temporal_ids import (

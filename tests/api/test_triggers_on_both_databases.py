@@ -1,0 +1,122 @@
+"""Trigger tasks on PostgreSQL and on SQLite: a signed delivery, an event, a rerun with the
+delivery's payload, and reconcile bringing back (and stopping) trigger workflows."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import WorkflowExecutionStatus
+
+from api.reconcile import reconcile
+from api.signatures import sign
+from tests.conftest import Installation, eventually
+from tests.fixtures.http_target import HttpTarget
+from tests.fixtures.tasks import webhook_action
+from worker import build_workers, running
+
+
+async def _executions(install: Installation, task_id: str, count: int) -> list[dict[str, Any]]:
+    async def ended() -> list[dict[str, Any]] | None:
+        response = await install.api.get(
+            f"/api/tasks/{task_id}/executions", headers=install.headers
+        )
+        items = [item for item in response.json()["items"] if item["status"] != "running"]
+        return items if len(items) >= count else None
+
+    return await eventually(ended, timeout=45)
+
+
+async def test_deliveries_events_reruns_and_reconcile(
+    installation: Installation, target: HttpTarget
+) -> None:
+    install, key = installation, uuid.uuid4().hex
+    workers, deps = build_workers(install.temporal, install.sessions, install.settings)
+    try:
+        async with running(workers):
+            action = webhook_action(f"{target.url}/echo/{key}", body={"n": "{{ payload.n }}"})
+            body = {"name": "hook", "type": "trigger", "trigger": {"kind": "webhook"}}
+            created = await install.api.post(
+                "/api/tasks", json={**body, "action": action}, headers=install.headers
+            )
+            assert created.status_code == 201, created.text
+            task = created.json()
+            made = await install.api.post(
+                f"/api/tasks/{task['id']}/webhook", json={}, headers=install.headers
+            )
+            hook = made.json()
+            payload = json.dumps({"n": 5}).encode()
+            headers = {
+                "X-Cronpilot-Signature": sign(hook["secret"], payload, int(time.time())),
+                "Content-Type": "application/json",
+            }
+            delivered = await install.api.post(
+                f"/api/webhooks/{hook['webhook_id']}", content=payload, headers=headers
+            )
+            assert delivered.status_code == 202, delivered.text
+            [run] = await _executions(install, task["id"], 1)
+            assert run["trigger"] == "webhook" and run["status"] == "succeeded"
+
+            # A rerun repeats the delivery's payload, as run now (trigger manual).
+            rerun = await install.api.post(
+                f"/api/executions/{run['id']}/rerun", headers=install.headers
+            )
+            assert rerun.status_code == 202, rerun.text
+            await _executions(install, task["id"], 2)
+            bodies = [json.loads(hit["body"]) for hit in target.requests[key]]
+            assert bodies == [{"n": "5"}, {"n": "5"}]
+
+            # An event task of the same user.
+            event_body = {
+                "name": "on event",
+                "type": "trigger",
+                "trigger": {"kind": "event", "event": f"e.{key[:8]}"},
+                "action": webhook_action(f"{target.url}/ok/{key}-event"),
+            }
+            event_task = (
+                await install.api.post("/api/tasks", json=event_body, headers=install.headers)
+            ).json()
+            sent = await install.api.post(
+                "/api/events", json={"name": f"e.{key[:8]}", "payload": {}}, headers=install.headers
+            )
+            assert sent.status_code == 202 and sent.json()["matched"] == 1
+            [event_run] = await _executions(install, event_task["id"], 1)
+            assert event_run["trigger"] == "event"
+
+            # Reconcile: a trigger workflow terminated by hand comes back; one whose task is
+            # gone is stopped.
+            handle = install.temporal.get_workflow_handle(f"trigger-{task['id']}")
+            await handle.terminate(reason="test")
+            report = await reconcile(
+                install.sessions, install.temporal, install.settings.task_queue
+            )
+            assert f"trigger-{task['id']}" in report.created
+            assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+            again = await reconcile(install.sessions, install.temporal, install.settings.task_queue)
+            assert f"trigger-{task['id']}" not in again.created + again.updated
+            orphan = f"trigger-{uuid.uuid4()}"
+            from schema.tasks import TaskSpec, TriggerInput
+
+            spec = TaskSpec.model_validate({**body, "action": action})
+            await install.temporal.start_workflow(
+                "TriggerWorkflow",
+                TriggerInput(task_id=uuid.UUID(orphan[8:]), user_id=uuid.uuid4(), task=spec),
+                id=orphan,
+                task_queue=install.settings.task_queue,
+            )
+            report = await reconcile(
+                install.sessions,
+                install.temporal,
+                install.settings.task_queue,
+                orphan_grace=timedelta(0),
+            )
+            assert orphan in report.deleted
+            described = await install.temporal.get_workflow_handle(orphan).describe()
+            assert described.status == WorkflowExecutionStatus.TERMINATED
+            for task_id in (task["id"], event_task["id"]):
+                await install.api.delete(f"/api/tasks/{task_id}", headers=install.headers)
+    finally:
+        await deps.close()
