@@ -98,10 +98,12 @@ async def _reconcile_triggers(
                     report.deleted.append(name)
                     continue
                 scheduled = ScheduledTask.of(task)
-                if task_id in running and await triggers.in_line(client, scheduled):
+                # Asked one by one (the list may still show a workflow that just ended).
+                alive = await triggers.is_running(client, task_id)
+                if alive and await triggers.in_line(client, scheduled):
                     continue
                 await triggers.configure(client, scheduled, task_queue)
-                (report.updated if task_id in running else report.created).append(name)
+                (report.updated if alive else report.created).append(name)
                 await session.commit()
         except Exception:  # one task's trouble must not stop the others
             log.exception("reconcile of trigger task %s failed", task_id)

@@ -315,14 +315,34 @@ class ApiUser:
 @pytest.fixture
 async def make_user(
     app_client: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]
-) -> Callable[[], Awaitable[ApiUser]]:
+) -> AsyncIterator[Callable[[], Awaitable[ApiUser]]]:
+    """Users with fresh API keys. Their tasks are deleted when the test ends, so that no
+    test leaves schedules firing (or trigger workflows waiting) under the ones after it."""
+    made: list[ApiUser] = []
+
     async def _make() -> ApiUser:
         async with sessions.begin() as session:
             user = await crud.create_user(session, name=f"user-{uuid.uuid4().hex[:8]}")
             _, key = await crud.create_api_key(session, user_id=user.id)
-        return ApiUser(app_client, user.id, key)
+        made.append(ApiUser(app_client, user.id, key))
+        return made[-1]
 
-    return _make
+    yield _make
+    for user in made:
+        await _delete_tasks(user)
+
+
+async def _delete_tasks(user: ApiUser) -> None:
+    while True:
+        listed = await user.get("/api/tasks", params={"limit": 200})
+        if listed.status_code != 200 or not listed.json()["items"]:
+            return
+        statuses = [
+            (await user.request("DELETE", f"/api/tasks/{task['id']}")).status_code
+            for task in listed.json()["items"]
+        ]
+        if 204 not in statuses:
+            return  # nothing could be deleted (Temporal cut off by the test, say)
 
 
 @pytest.fixture

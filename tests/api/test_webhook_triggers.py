@@ -305,3 +305,35 @@ async def test_temporal_unreachable_is_503_never_202(
     await target.wait_for_hits(key, 1)
     await asyncio.sleep(2)
     assert target.hits(key) == 1
+
+
+async def test_rate_limit_and_body_limit(
+    user: ApiUser, target: HttpTarget, settings: Settings, temporal: Client
+) -> None:
+    """Over the per-webhook rate: 429 with Retry-After, nothing started; over the body
+    limit: 413. The limits are settings."""
+    key = uuid.uuid4().hex
+    task = await user.create_task(trigger_task(f"{target.url}/ok/{key}"))
+    hook = await _hook(user, task["id"], "token")
+    limited = settings.model_copy(
+        update={"webhook_rate_limit_per_minute": 2, "webhook_max_body_bytes": 2048}
+    )
+    app = create_app(limited, temporal=temporal)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://limited") as http:
+            headers = {"X-Cronpilot-Token": hook["secret"]}
+            too_big = await http.post(_path(hook), content=b"x" * 2049, headers=headers)
+            assert too_big.status_code == 413, too_big.text
+            answers = [
+                await http.post(
+                    _path(hook), json={}, headers={**headers, "X-Cronpilot-Delivery": f"r{n}"}
+                )
+                for n in range(3)
+            ]
+            assert [answer.status_code for answer in answers] == [202, 202, 429]
+            assert int(answers[2].headers["Retry-After"]) >= 1
+            assert answers[2].headers["content-type"] == "application/problem+json"
+    await target.wait_for_hits(key, 2)
+    await asyncio.sleep(1)
+    assert target.hits(key) == 2

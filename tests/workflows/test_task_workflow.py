@@ -6,8 +6,10 @@ import asyncio
 import uuid
 from typing import Any
 
+import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.exceptions import CancelledError
 from temporalio.testing import ActivityEnvironment
 
 from activities._results import MAX_RESULT_BYTES, size_of
@@ -193,6 +195,10 @@ async def test_cancelled_run_is_recorded_as_cancelled(
 
     run = await eventually(final)
     assert run["status"] == "cancelled" and run["error"]["type"] == "Cancelled"
+    # The record is written before the run ends: the workflow closes a moment later.
+    with pytest.raises(WorkflowFailureError) as ended:
+        await handle.result()
+    assert isinstance(ended.value.cause, CancelledError)
     assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
 
 
