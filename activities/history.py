@@ -126,7 +126,7 @@ class HistoryActivities:
                 return
             if finishing:
                 await self._delete_spent_schedule(record)
-        if record.status in ("succeeded", "failed") and record.task_type is not None:
+        if record.status in ("succeeded", "failed", "timed_out") and record.task_type is not None:
             await self._emit(record)
 
     async def _write(
@@ -163,11 +163,12 @@ class HistoryActivities:
         return True
 
     async def _emit(self, record: ExecutionFinished) -> None:
-        """The run's built-in event (``task.succeeded`` or ``task.failed``) to the user's
-        event-trigger tasks. Idempotent, so a retry of this activity emits it again safely:
-        the event's id is the execution's, and each task runs a delivery id once. An event
-        too deep in a chain of events starts nothing, and says so in this run's log."""
-        name = f"task.{record.status}"
+        """The run's built-in event (``task.succeeded``, or ``task.failed`` for a failed or
+        timed-out run) to the user's other event-trigger tasks. Idempotent, so a retry of
+        this activity emits it again safely: the event's id is the execution's, and each
+        task runs a delivery id once. An event too deep in a chain of events starts
+        nothing, and says so in this run's log."""
+        name = "task.succeeded" if record.status == "succeeded" else "task.failed"
         async with self.sessions.begin() as session:
             task = await session.get(Task, record.task_id)
             if task is None:
@@ -190,6 +191,8 @@ class HistoryActivities:
                 event_id=f"run:{record.execution_id}",
                 depth=record.depth + 1,
                 emitted_by=record.execution_id,
+                # A task is not started by its own run's event: that would be a loop.
+                exclude=record.task_id,
             )
             if outcome.refused:
                 message = (

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from api.errors import Problem
-from api.receiving import RateLimiter, UsageCounter
+from api.receiving import RateLimiter, SignatureLedger, UsageCounter
 from schema import crud
 from schema.orm import User
 from schema.settings import Settings
@@ -92,6 +92,7 @@ class AppState:
     task_locks: TaskLocks = field(default_factory=TaskLocks)
     webhook_uses: UsageCounter = field(default_factory=UsageCounter)
     webhook_limits: RateLimiter = field(init=False)
+    webhook_signatures: SignatureLedger = field(default_factory=SignatureLedger)
 
     def __post_init__(self) -> None:
         self.webhook_limits = RateLimiter(self.settings.webhook_rate_limit_per_minute)

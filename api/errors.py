@@ -26,7 +26,12 @@ from schema.db import is_unavailable
 
 log = logging.getLogger("cronpilot.api")
 PROBLEM = "application/problem+json"
-UNAVAILABLE_RPC = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED}
+# Temporal down, slow, or throttling us (RESOURCE_EXHAUSTED): try again later.
+UNAVAILABLE_RPC = {
+    RPCStatusCode.UNAVAILABLE,
+    RPCStatusCode.DEADLINE_EXCEEDED,
+    RPCStatusCode.RESOURCE_EXHAUSTED,
+}
 TITLES = {
     400: "Bad request",
     401: "Unauthorized",

@@ -10,6 +10,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from api.signatures import TOLERANCE_SECONDS
 from schema import crud
 
 log = logging.getLogger("cronpilot.webhooks")
@@ -36,6 +37,12 @@ class RateLimiter:
             self._buckets.clear()  # a flood of keys: start every bucket full again
         self._buckets[key] = (tokens - 1, now)
         return None
+
+    def peek(self, key: str, now: float) -> float | None:
+        """Like ``take``, without taking: None when a token is there."""
+        tokens, at = self._buckets.get(key, (self.capacity, now))
+        tokens = min(self.capacity, tokens + (now - at) * self.rate)
+        return None if tokens >= 1 else (1 - tokens) / self.rate
 
     @staticmethod
     def retry_after(seconds: float) -> str:
@@ -72,3 +79,22 @@ class UsageCounter:
                 await self.flush(sessions)
         finally:
             await asyncio.shield(self.flush(sessions))
+
+
+class SignatureLedger:
+    """Signatures seen in the last ``window`` seconds, with the delivery each was for: a
+    captured request replayed with another delivery id is refused (per API process), while
+    the sender's own retry of the same delivery still gets its 202."""
+
+    def __init__(self, window: float = 2 * TOLERANCE_SECONDS) -> None:
+        self.window = window
+        self._seen: dict[str, tuple[str, float]] = {}
+
+    def claim(self, signature: str, delivery_id: str, now: float) -> bool:
+        if len(self._seen) > MAX_BUCKETS:
+            self._seen = {k: v for k, v in self._seen.items() if now - v[1] < self.window}
+        seen = self._seen.get(signature)
+        if seen is not None and now - seen[1] < self.window and seen[0] != delivery_id:
+            return False
+        self._seen[signature] = (delivery_id, now)
+        return True

@@ -27,6 +27,9 @@ class Verdict:
     reason: str = ""
     # The signed timestamp (hmac mode): part of the default delivery id.
     timestamp: int | None = None
+    # The signature that matched (hmac, github): a replay of it is only good for the same
+    # delivery.
+    signature: str | None = None
 
 
 def sign(secret: str, body: bytes, timestamp: int) -> str:
@@ -46,7 +49,7 @@ def verify(auth: str, secret: str, headers: Mapping[str, str], body: bytes, now:
             return Verdict(False, f"missing or malformed {GITHUB_HEADER} header")
         expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
         if hmac.compare_digest(expected.encode(), given.strip().encode()):
-            return Verdict(True)
+            return Verdict(True, signature=expected)
         return Verdict(False, "signature does not match")
     if auth == "token":
         given = headers.get(TOKEN_HEADER)
@@ -82,4 +85,4 @@ def _verify_hmac(secret: str, header: str | None, body: bytes, now: float) -> Ve
         matched |= hmac.compare_digest(expected, candidate.encode())
     if not matched:
         return Verdict(False, "signature does not match")
-    return Verdict(True, timestamp=timestamp)
+    return Verdict(True, timestamp=timestamp, signature=expected.decode())

@@ -165,12 +165,15 @@ async def deliver_event(
     event_id: str,
     depth: int,
     emitted_by: uuid.UUID | None = None,
+    exclude: uuid.UUID | None = None,
 ) -> EventOutcome:
     """Start the user's active event-trigger tasks for ``name``, each as one delivery whose
     id is ``event_id`` (a repeat of the same event runs each task once). Runs it starts
     are ``depth`` event hops deep; beyond ``MAX_EVENT_DEPTH`` none is started."""
     outcome = EventOutcome()
     for task in await crud.event_tasks(session, user_id=user_id, name=name):
+        if task.id == exclude:
+            continue
         outcome.matched += 1
         if depth > MAX_EVENT_DEPTH:
             outcome.refused.append(str(task.id))

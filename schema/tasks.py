@@ -413,6 +413,9 @@ class TriggerInput(BaseModel):
     queue: list[Delivery] = Field(default_factory=list)
     # Digests of the newest delivery ids (oldest first): the dedup window.
     seen: list[str] = Field(default_factory=list)
+    # Deliveries still running when the previous run continued as new: they count
+    # against `concurrency` until they end.
+    running: list[RunRef] = Field(default_factory=list)
 
 
 class TriggerConfig(BaseModel):

@@ -329,10 +329,11 @@ async def make_user(
 
     yield _make
     for user in made:
-        await _delete_tasks(user)
+        await delete_tasks(user)
 
 
-async def _delete_tasks(user: ApiUser) -> None:
+async def delete_tasks(user: ApiUser) -> None:
+    """Delete every task of ``user`` through the API (their schedules and workflows too)."""
     while True:
         listed = await user.get("/api/tasks", params={"limit": 200})
         if listed.status_code != 200 or not listed.json()["items"]:

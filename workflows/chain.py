@@ -19,6 +19,7 @@ type for new behaviour) and keep the replay test (tests/workflows/test_replay.py
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 from typing import Any
 
@@ -28,7 +29,7 @@ from temporalio.exceptions import ApplicationError, ChildWorkflowError, is_cance
 
 with workflow.unsafe.imports_passed_through():
     from activities.chain import ChainActivities
-    from schema.actions import ACTION_ROUTES
+    from schema.actions import ACTION_ROUTES, STORED
     from schema.chains import (
         CHAIN_STEP_WORKFLOW,
         CHAIN_WORKFLOW,
@@ -63,6 +64,10 @@ RECORD_RETRY = RetryPolicy(
 )
 ACTION_HEARTBEAT_TIMEOUT = timedelta(seconds=30)
 TERMINAL = ("succeeded", "failed", "skipped", "cancelled")
+
+
+class ChainCancelled(Exception):
+    """The chain was cancelled while it wrote its steps (the activity reports it so)."""
 
 
 class StepFailed(Exception):
@@ -126,7 +131,7 @@ class ChainWorkflow:
         try:
             for step, state in zip(chain.config.steps, self._steps, strict=True):
                 await self._step(step, state, outputs)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, ChainCancelled):
             await self._end_cancelled()
             raise ApplicationError(
                 "cancelled", self._details(), type="Cancelled", non_retryable=True
@@ -258,10 +263,14 @@ class ChainWorkflow:
                 f"task {step.task_id} would run {chain.depth + 1} hops deep (chains and "
                 f"events starting each other), over the limit of {MAX_EVENT_DEPTH}",
             )
+        try:  # read as stored: a check added since it was saved does not refuse it
+            task = TaskSpec.model_validate(spec, context=STORED)
+        except ValueError as error:
+            raise StepFailed("InvalidTask", f"task {step.task_id}: {error}"[:1000]) from None
         run_input = TaskRunInput(
             task_id=step.task_id,
             user_id=chain.user_id,
-            task=TaskSpec.model_validate(spec),
+            task=task,
             trigger="chain",
             payload=chain.payload,
             scheduled_at=workflow.now(),
@@ -291,7 +300,8 @@ class ChainWorkflow:
                 state.status, state.finished_at = "cancelled", now
             elif state.status == "pending":
                 state.status = "cancelled"
-        await self._record()
+        with contextlib.suppress(ChainCancelled, asyncio.CancelledError):
+            await self._record()
 
     def _details(self) -> dict[str, Any]:
         return {
@@ -313,7 +323,7 @@ class ChainWorkflow:
             )
         except Exception as error:  # the live view lags; the final record has the steps
             if is_cancelled_exception(error):
-                raise
+                raise ChainCancelled() from None
             workflow.logger.warning("steps not written: %s", error)
 
 

@@ -9,8 +9,13 @@ delivery runs as a child ``TaskWorkflow`` whose id derives from the delivery id,
 - while the task is paused, accepted deliveries wait; they run once it is resumed.
 
 The history stays bounded: when Temporal suggests it (or after ``ROLL_AFTER`` deliveries),
-the workflow stops starting children, lets the running ones end, and continues as new with
-the queue and the dedup window. Deliveries keep arriving meanwhile and are carried over.
+the workflow continues as new with the queue, the dedup window and the runs still going
+(children outlive it: ``ParentClosePolicy.ABANDON``); the new run counts those against
+``concurrency`` until each has ended (a ``wait_for_runs`` activity per run). Deliveries that
+arrive meanwhile are carried over. While the queue's payloads weigh more than
+``CARRY_LIMIT`` the roll-over waits for it to shrink (continue-as-new input has a size
+limit); the history has ample room for that. Runs from before patch ``roll-without-drain``
+let their children end first.
 
 Runs in flight outlive deployments: change this module only in replay-safe ways (a new path
 behind ``workflow.patched``, input fields added with defaults) and keep the replay test
@@ -20,19 +25,22 @@ behind ``workflow.patched``, input fields added with defaults) and keep the repl
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import deque
+from collections.abc import Coroutine
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RawValue, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.common import RawValue, RetryPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ChildWorkflowError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
     from schema.actions import STORED
-    from schema.tasks import TaskRunInput, TaskSpec, TriggerConfig, TriggerInput
+    from schema.tasks import RunRef, TaskRunInput, TaskSpec, TriggerConfig, TriggerInput
     from schema.temporal_ids import (
         CONFIGURE_SIGNAL,
         DELIVER_SIGNAL,
@@ -40,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
         TRIGGER_WORKFLOW,
         delivery_workflow_id,
         search_attributes,
+        wait_queue,
     )
     from schema.triggers import Delivery, delivery_digest
 
@@ -48,6 +57,15 @@ with workflow.unsafe.imports_passed_through():
 DEDUP_WINDOW = 10_000
 # Continue as new after this many deliveries even if Temporal does not suggest it yet.
 ROLL_AFTER = 1_000
+# What the carried queue's payloads may weigh (as JSON) at a roll-over.
+CARRY_LIMIT = 1_000_000
+# Runs from before it let every running child end before continuing as new.
+ROLL_WITHOUT_DRAIN = "roll-without-drain"
+WAIT_LIMIT = timedelta(days=7)
+WAIT_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
+)
+WAIT_HEARTBEAT = timedelta(seconds=30)
 
 
 M = TypeVar("M", bound="BaseModel")
@@ -78,7 +96,11 @@ class TriggerWorkflow:
         self._seen: set[str] = set(self._seen_order)
         self._running = 0
         self._started = 0
+        self._starting = 0
         self._children: set[asyncio.Task[None]] = set()
+        # The runs going now, by workflow id (their run ids), carried at a roll-over.
+        self._runs: dict[str, str | None] = {ref.workflow_id: ref.run_id for ref in start.running}
+        self._queued_bytes = sum(_weight(delivery) for delivery in self._queue)
 
     @workflow.signal(name=DELIVER_SIGNAL)
     def deliver(self, raw: RawValue) -> None:
@@ -92,6 +114,7 @@ class TriggerWorkflow:
         while len(self._seen_order) > DEDUP_WINDOW:
             self._seen.discard(self._seen_order.popleft())
         self._queue.append(delivery)
+        self._queued_bytes += _weight(delivery)
 
     @workflow.signal(name=CONFIGURE_SIGNAL)
     def configure(self, raw: RawValue) -> None:
@@ -111,12 +134,20 @@ class TriggerWorkflow:
 
     @workflow.run
     async def run(self, raw: RawValue) -> None:
+        for workflow_id, run_id in list(self._runs.items()):  # carried from the run before
+            self._running += 1
+            self._spawn(self._await_carried(RunRef(workflow_id=workflow_id, run_id=run_id)))
         while True:
             await workflow.wait_condition(lambda: self._can_start() or self._should_roll())
             if self._should_roll():
-                await workflow.wait_condition(
-                    lambda: self._running == 0 and workflow.all_handlers_finished()
-                )
+                if workflow.patched(ROLL_WITHOUT_DRAIN):
+                    await workflow.wait_condition(
+                        lambda: self._starting == 0 and workflow.all_handlers_finished()
+                    )
+                else:  # a run from before: its children ended first
+                    await workflow.wait_condition(
+                        lambda: self._running == 0 and workflow.all_handlers_finished()
+                    )
                 workflow.continue_as_new(
                     TriggerInput(
                         task_id=self._start.task_id,
@@ -125,21 +156,46 @@ class TriggerWorkflow:
                         paused=self._paused,
                         queue=list(self._queue),
                         seen=list(self._seen_order),
+                        running=[
+                            RunRef(workflow_id=workflow_id, run_id=run_id)
+                            for workflow_id, run_id in self._runs.items()
+                        ],
                     )
                 )
             while self._can_start():
                 self._running += 1
                 self._started += 1
+                delivery = self._queue.popleft()
+                self._queued_bytes -= _weight(delivery)
                 # Started side by side: several children start in one workflow task.
-                child = asyncio.create_task(self._run(self._queue.popleft()))
-                self._children.add(child)
-                child.add_done_callback(self._children.discard)
+                self._spawn(self._run(delivery))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        child = asyncio.create_task(work)
+        self._children.add(child)
+        child.add_done_callback(self._children.discard)
+
+    async def _await_carried(self, ref: RunRef) -> None:
+        """Count a run the previous run started until it ends."""
+        try:
+            await workflow.execute_activity(
+                "wait_for_runs",
+                [ref],
+                task_queue=wait_queue(workflow.info().task_queue),
+                start_to_close_timeout=WAIT_LIMIT,
+                heartbeat_timeout=WAIT_HEARTBEAT,
+                retry_policy=WAIT_RETRY,
+            )
+        finally:
+            self._running -= 1
+            self._runs.pop(ref.workflow_id, None)
 
     def _can_start(self) -> bool:
         return bool(self._queue) and not self._paused and self._running < self._task.concurrency
 
     def _should_roll(self) -> bool:
-        return self._started >= ROLL_AFTER or workflow.info().is_continue_as_new_suggested()
+        due = self._started >= ROLL_AFTER or workflow.info().is_continue_as_new_suggested()
+        return due and self._queued_bytes <= CARRY_LIMIT
 
     async def _run(self, delivery: Delivery) -> None:
         start = self._start
@@ -156,20 +212,32 @@ class TriggerWorkflow:
         workflow_id = delivery_workflow_id(
             start.task_id, delivery.kind, delivery_digest(delivery.delivery_id)
         )
+        self._starting += 1
         try:
-            child = await workflow.start_child_workflow(
-                TASK_WORKFLOW,
-                run_input,
-                id=workflow_id,
-                parent_close_policy=ParentClosePolicy.ABANDON,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                search_attributes=search_attributes(start.task_id, start.user_id),
-                memo={"task_id": str(start.task_id), "user_id": str(start.user_id)},
-            )
+            try:
+                child = await workflow.start_child_workflow(
+                    TASK_WORKFLOW,
+                    run_input,
+                    id=workflow_id,
+                    parent_close_policy=ParentClosePolicy.ABANDON,
+                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                    search_attributes=search_attributes(start.task_id, start.user_id),
+                    memo={"task_id": str(start.task_id), "user_id": str(start.user_id)},
+                )
+            finally:
+                self._starting -= 1
+            self._runs[workflow_id] = child.first_execution_run_id
             await child
         except WorkflowAlreadyStartedError:
             workflow.logger.info("delivery %s ran before: not run again", delivery.delivery_id)
-        except Exception:  # the run records its own failure
-            pass
+        except Exception as error:  # the run records its own failure
+            if not isinstance(error, ChildWorkflowError):  # it did not even start
+                workflow.logger.warning("delivery %s not started: %s", delivery.delivery_id, error)
         finally:
             self._running -= 1
+            self._runs.pop(workflow_id, None)
+
+
+def _weight(delivery: Delivery) -> int:
+    """About what a queued delivery weighs carried across continue-as-new."""
+    return len(json.dumps(delivery.payload, default=str)) + len(delivery.delivery_id) + 200

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -58,6 +58,8 @@ async def resume(token: str, request: Request, state: StateDep) -> Resumed:
         cause = error.cause
         message = cause.message if isinstance(cause, ApplicationError) else str(cause)
         raise Conflict(message) from None
+    except WorkflowUpdateRPCTimeoutOrCancelledError:
+        raise Problem(503, "the chain did not answer in time (no worker?); try again") from None
     except RPCError as error:
         if error.status == RPCStatusCode.NOT_FOUND:
             raise Conflict("the chain of this step has ended") from None

@@ -18,12 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from api import triggers
 from api.deps import CurrentUser, SessionDep, StateDep
 from api.errors import Conflict, Invalid, NotFound, Problem
+from api.receiving import RateLimiter
 from api.routes.tasks import _locked
 from api.scheduling import ScheduledTask
 from api.signatures import verify
 from schema import crud
 from schema.crypto import SecretBox
-from schema.orm import TaskWebhook
+from schema.orm import Task, TaskWebhook
 from schema.settings import Settings
 from schema.triggers import MAX_DELIVERY_ID_CHARS, Delivery, WebhookAuth, payload_problem
 
@@ -174,14 +175,13 @@ async def receive(webhook_id: WebhookId, request: Request, state: StateDep) -> D
     if found is None:
         raise NotFound("webhook")
     webhook, task = found
-    wait = state.webhook_limits.take(webhook_id, time.monotonic())
-    if wait is not None:
-        raise Problem(
-            429,
-            f"over this webhook's limit of {settings.webhook_rate_limit_per_minute} "
-            "deliveries a minute",
-            headers={"Retry-After": state.webhook_limits.retry_after(wait)},
-        )
+    if not _takes_webhooks(task):
+        raise NotFound("webhook")  # its task is no longer a webhook trigger
+    limits, now = state.webhook_limits, time.monotonic()
+    # Failed attempts spend a bucket of their own: junk sent to the URL cannot use up the
+    # sender's deliveries, and guessing a secret stays slow.
+    if (wait := limits.peek(f"refused:{webhook_id}", now)) is not None:
+        raise _too_many(settings, limits, wait)
     headers = {name.lower(): value for name, value in request.headers.items()}
     verdict = verify(
         webhook.auth,
@@ -191,13 +191,22 @@ async def receive(webhook_id: WebhookId, request: Request, state: StateDep) -> D
         time.time(),
     )
     if not verdict.ok:
+        limits.take(f"refused:{webhook_id}", now)
         log.warning("webhook %s refused a delivery: %s", webhook_id, verdict.reason)
         raise Problem(401, f"not authenticated: {verdict.reason}")
+    delivery_id = _delivery_id(headers, body, verdict.timestamp, webhook.auth)
+    if verdict.signature is not None and not state.webhook_signatures.claim(
+        verdict.signature, delivery_id, now
+    ):
+        log.warning("webhook %s refused a replayed signature", webhook_id)
+        raise Problem(401, "not authenticated: this signature was used for another delivery")
+    if (wait := limits.take(webhook_id, now)) is not None:
+        raise _too_many(settings, limits, wait)
     if task.status != "active":
         raise Conflict(f"task is {task.status}: it takes no deliveries")
     received_at = datetime.now(UTC)
     delivery = Delivery(
-        delivery_id=_delivery_id(headers, body, verdict.timestamp),
+        delivery_id=delivery_id,
         kind="webhook",
         payload=_payload(body),
         received_at=received_at,
@@ -212,7 +221,23 @@ async def receive(webhook_id: WebhookId, request: Request, state: StateDep) -> D
     return DeliveryAccepted(delivery_id=delivery.delivery_id, workflow_id=workflow_id)
 
 
-def _delivery_id(headers: dict[str, str], body: bytes, timestamp: int | None) -> str:
+def _takes_webhooks(task: Task) -> bool:
+    return (
+        task.type == "trigger"
+        and isinstance(task.trigger, dict)
+        and (task.trigger.get("kind") == "webhook")
+    )
+
+
+def _too_many(settings: Settings, limits: RateLimiter, wait: float) -> Problem:
+    return Problem(
+        429,
+        f"over this webhook's limit of {settings.webhook_rate_limit_per_minute} requests a minute",
+        headers={"Retry-After": limits.retry_after(wait)},
+    )
+
+
+def _delivery_id(headers: dict[str, str], body: bytes, timestamp: int | None, auth: str) -> str:
     for name in DELIVERY_HEADERS:
         given = headers.get(name)
         if given is None:
@@ -222,8 +247,14 @@ def _delivery_id(headers: dict[str, str], body: bytes, timestamp: int | None) ->
             message = f"must be 1-{MAX_DELIVERY_ID_CHARS} printable ASCII characters"
             raise Invalid([{"loc": ["header", name], "msg": message}])
         return given
-    # No id given: the body and the signed timestamp (or the time it arrived).
-    stamp = str(timestamp) if timestamp is not None else str(time.time_ns())
+    # No id given: the body and the signed timestamp (hmac); the body alone (github: a
+    # replayed request is the same delivery); the body and its arrival (token).
+    if timestamp is not None:
+        stamp = str(timestamp)
+    elif auth == "github":
+        stamp = "github"
+    else:
+        stamp = str(time.time_ns())
     return "sha256:" + hashlib.sha256(stamp.encode() + b"." + body).hexdigest()
 
 

@@ -3,6 +3,7 @@ notifications by email and HTTP: through the REST API, the real worker and real 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Awaitable, Callable
@@ -91,31 +92,41 @@ async def test_a_runs_built_in_event_starts_another_task(user: ApiUser, target: 
 async def test_a_loop_of_events_is_cut_at_the_depth_limit(
     user: ApiUser, target: HttpTarget
 ) -> None:
-    """A task started by its own success event would run forever; it stops at the limit,
-    and the run that would have gone deeper says so in its log."""
+    """Two tasks started by each other's success would run forever; the chain stops at the
+    limit, and the run that would have gone deeper says so in its log. (A task is never
+    started by its own run's event.)"""
     key = uuid.uuid4().hex
-    name = f"loop.{key[:8]}"
-    task = await user.create_task(
-        event_task("task.succeeded", webhook_action(f"{target.url}/ok/{key}"))
+    ping = await user.create_task(
+        event_task("task.succeeded", webhook_action(f"{target.url}/ok/{key}"), name="ping")
     )
-    response = await user.post("/api/events", json={"name": "task.succeeded", "payload": {}})
-    assert response.json()["matched"] == 1, name
-    runs = await _runs(user, task["id"], MAX_EVENT_DEPTH)
-    await target.wait_for_hits(key, MAX_EVENT_DEPTH)
+    pong = await user.create_task(
+        event_task("task.succeeded", webhook_action(f"{target.url}/ok/{key}"), name="pong")
+    )
+    # Run now starts the loop 0 hops deep; each event goes one hop further.
+    assert (await user.post(f"/api/tasks/{ping['id']}/run")).status_code == 202
+    total = MAX_EVENT_DEPTH + 1
+    await target.wait_for_hits(key, total)
+    pings = await _runs(user, ping["id"], (total + 1) // 2)
+    pongs = await _runs(user, pong["id"], total // 2)
+    assert sorted(run["trigger"] for run in pings) == ["event"] * (total // 2) + ["manual"]
+    assert {run["trigger"] for run in pongs} == {"event"}
 
     async def refused() -> dict[str, Any] | None:
-        for item in (await user.get(f"/api/tasks/{task['id']}/executions")).json()["items"]:
-            full: dict[str, Any] = (await user.get(f"/api/executions/{item['id']}")).json()
-            if any("over the limit" in line["message"] for line in full["logs"]):
-                return full
+        for task in (ping, pong):
+            items = (await user.get(f"/api/tasks/{task['id']}/executions")).json()["items"]
+            for item in items:
+                full: dict[str, Any] = (await user.get(f"/api/executions/{item['id']}")).json()
+                if any("over the limit" in line["message"] for line in full["logs"]):
+                    return full
         return None
 
     deepest = await eventually(refused, timeout=30)
-    assert f"over the limit of {MAX_EVENT_DEPTH}" in json.dumps(deepest["logs"])
-    assert len(runs) >= MAX_EVENT_DEPTH
-    # Nothing more follows.
-    final = await _runs(user, task["id"], MAX_EVENT_DEPTH)
-    assert len(final) == MAX_EVENT_DEPTH and target.hits(key) == MAX_EVENT_DEPTH
+    assert f"{MAX_EVENT_DEPTH + 1} events deep, over the limit of {MAX_EVENT_DEPTH}" in (
+        json.dumps(deepest["logs"])
+    )
+    await asyncio.sleep(2)  # nothing more follows
+    assert target.hits(key) == total
+    assert len(await _runs(user, ping["id"], 1)) + len(await _runs(user, pong["id"], 1)) == total
 
 
 async def test_a_false_condition_skips_the_run_with_its_reason(

@@ -13,12 +13,14 @@ import sysconfig
 import uuid
 from pathlib import Path
 
+import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from api.main import create_app
 from schema import crud
 from schema.settings import Settings
+from tests.conftest import ApiUser, delete_tasks
 from tests.fixtures.loopback import LoopbackServer
 
 MAX_EXAMPLES = 15
@@ -80,6 +82,12 @@ async def test_schemathesis_reports_no_failures(
         output, _ = await process.communicate()
     finally:
         await server.stop()
+        # What the fuzzing created must not keep firing under the tests after this one.
+        cleaner = create_app(settings, temporal=temporal)
+        async with cleaner.router.lifespan_context(cleaner):
+            transport = httpx.ASGITransport(app=cleaner)
+            async with httpx.AsyncClient(transport=transport, base_url="http://cleanup") as api:
+                await delete_tasks(ApiUser(api, user.id, key))
     text = output.decode(errors="replace")
     sys.stdout.write(text[-20000:])
     assert process.returncode == 0, text[-20000:]
