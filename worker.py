@@ -28,6 +28,7 @@ from schema.temporal_ids import code_queue, wait_queue
 from workflows.chain import ChainStepWorkflow, ChainWorkflow
 from workflows.email_poll import EmailPollWorkflow
 from workflows.history import RecordExecutionWorkflow
+from workflows.notify import NotifyWorkflow
 from workflows.retention import RetentionWorkflow
 from workflows.task import TaskWorkflow
 from workflows.trigger import TriggerWorkflow
@@ -47,6 +48,7 @@ WORKFLOWS: list[type] = [
     EmailPollWorkflow,
     ChainWorkflow,
     ChainStepWorkflow,
+    NotifyWorkflow,
 ]
 
 

@@ -59,11 +59,17 @@ class NotifyActivities:
         for line in failed:
             log.warning("run %s: notification failed: %s", notice.workflow_id, line)
         if lines:
-            async with self.deps.sessions.begin() as session:
-                for entry in lines:
-                    await crud.append_log(
-                        session, workflow_id=notice.workflow_id, run_id=notice.run_id, entry=entry
-                    )
+            try:  # the notifications are out: a retry must not send them again
+                async with self.deps.sessions.begin() as session:
+                    for entry in lines:
+                        await crud.append_log(
+                            session,
+                            workflow_id=notice.workflow_id,
+                            run_id=notice.run_id,
+                            entry=entry,
+                        )
+            except Exception as error:
+                log.warning("run %s: notification log not written: %r", notice.workflow_id, error)
         return {"sent": sent, "failed": failed}
 
     def _summary(self, notice: NotifyInput) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import re
 from collections.abc import Collection, Iterator
 from typing import Annotated, Any, Literal
 
+import re2  # type: ignore[import-untyped]
 from pydantic import (
     ConfigDict,
     Discriminator,
@@ -84,6 +85,15 @@ def path_problem(path: str) -> str | None:
     return None
 
 
+def compile_pattern(pattern: str) -> Any:
+    """A ``matches`` pattern, compiled by RE2: linear time in the text, whatever the
+    pattern, so a condition cannot stall the worker (Python's ``re`` can backtrack for
+    days on ``(a+)+$``). Raises ``re2.error``."""
+    options = re2.Options()
+    options.log_errors = False
+    return re2.compile(pattern, options)
+
+
 def _value_problem(op: str, value: Any) -> str | None:
     """Why ``value`` does not suit ``op``, or None when it does."""
     if op in LIST_OPS and not isinstance(value, list):
@@ -99,9 +109,11 @@ def _value_problem(op: str, value: Any) -> str | None:
         if len(value) > MAX_PATTERN_LENGTH:
             return f"a pattern has at most {MAX_PATTERN_LENGTH} characters, not {len(value)}"
         try:
-            re.compile(value)
-        except re.error as error:
-            return f"is not a regular expression Python's re compiles: {error}"
+            compile_pattern(value)
+        except re2.error as error:
+            detail = error.args[0] if error.args else error
+            reason = detail.decode() if isinstance(detail, bytes) else str(detail)
+            return f"is not a pattern RE2 accepts (no backreferences or lookaround): {reason}"
     if op == "exists" and value is not None and not isinstance(value, bool):
         return "exists takes true, false, or null (meaning true)"
     return None

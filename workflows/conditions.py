@@ -21,17 +21,19 @@ Semantics (the values are JSON: dict, list, str, int, float, bool, None):
 - ``in``/``not_in``: the value is (is not) equal, as ``eq`` says, to an item of the list.
 - ``contains``: a string holds the substring, a list holds an item equal to the value, an
   object has the value as a key.
-- ``matches``: ``re.search`` of the pattern in a string, on its first ``MAX_SUBJECT``
-  characters (where ``$`` then matches); false for anything not a string.
+- ``matches``: an RE2 search (linear time, no backtracking) of the pattern in a string,
+  on its first ``MAX_SUBJECT`` characters (where ``$`` then matches); false for anything
+  not a string.
 - ``all`` holds when every item holds, ``any`` when one does (both stop at the first item
   that decides), ``not`` when its condition does not.
 """
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any, Final
 from zoneinfo import ZoneInfo
+
+import re2  # type: ignore[import-untyped]
 
 from schema.conditions import (
     ORDER_OPS,
@@ -39,6 +41,7 @@ from schema.conditions import (
     ConditionAll,
     ConditionNot,
     ConditionTest,
+    compile_pattern,
 )
 
 if TYPE_CHECKING:
@@ -201,8 +204,8 @@ def _matches(actual: Any, pattern: Any) -> bool:
     if not isinstance(actual, str) or not isinstance(pattern, str):
         return False
     try:
-        return re.search(pattern, actual[:MAX_SUBJECT]) is not None
-    except re.error:  # only a condition that skipped validation gets here
+        return compile_pattern(pattern).search(actual[:MAX_SUBJECT]) is not None
+    except re2.error:  # only a condition that skipped validation gets here
         return False
 
 

@@ -53,9 +53,12 @@ with workflow.unsafe.imports_passed_through():
     from workflows.conditions import condition_context, evaluate
     from workflows.failures import Failure, failure_from, retry_policy_for
     from workflows.history import RecordExecutionWorkflow
+    from workflows.notify import NOTIFY_WORKFLOW, notify_workflow_id
 
 # Each patch marks a path that runs from before it took differently; the normal path meets
 # none of them, so it records no marker.
+# Notifications go to a NotifyWorkflow the run does not wait for (runs before sent them).
+NOTIFY_IN_CHILD = "notify-in-child"
 # Runs from before it let a cancellation interrupt their final record.
 RECORD_THROUGH_CANCELLATION = "record-through-cancellation"
 # Runs from before it dropped an action's result that arrived with a cancellation.
@@ -241,23 +244,37 @@ class TaskWorkflow:
         return None if held else reason
 
     async def _notify(self, run: TaskRunInput, record: ExecutionFinished) -> None:
-        """Tell the task's recipients, after the final record: never the run's outcome."""
-        try:
+        """Tell the task's recipients, after the final record: never the run's outcome.
+        A workflow of their own sends them, so the run ends without waiting for them."""
+        notice = NotifyInput(
+            task_id=run.task_id,
+            task_name=run.task.name,
+            execution_id=record.execution_id,
+            workflow_id=record.workflow_id,
+            run_id=record.run_id,
+            trigger=record.trigger,
+            status=record.status,
+            started_at=record.started_at,
+            finished_at=record.finished_at,
+            error=record.error,
+            notify=run.task.notify,
+        )
+        if workflow.patched(NOTIFY_IN_CHILD):
+            try:
+                await workflow.start_child_workflow(
+                    NOTIFY_WORKFLOW,
+                    notice,
+                    id=notify_workflow_id(record.run_id),
+                    parent_close_policy=ParentClosePolicy.ABANDON,
+                    search_attributes=search_attributes(run.task_id, run.user_id),
+                )
+            except Exception as error:  # never the run's outcome
+                workflow.logger.warning("notifications not started: %s", error)
+            return
+        try:  # a run from before: it sent them itself
             await workflow.execute_activity(
                 "notify_run",
-                NotifyInput(
-                    task_id=run.task_id,
-                    task_name=run.task.name,
-                    execution_id=record.execution_id,
-                    workflow_id=record.workflow_id,
-                    run_id=record.run_id,
-                    trigger=record.trigger,
-                    status=record.status,
-                    started_at=record.started_at,
-                    finished_at=record.finished_at,
-                    error=record.error,
-                    notify=run.task.notify,
-                ),
+                notice,
                 start_to_close_timeout=NOTIFY_TIMEOUT,
                 retry_policy=NOTIFY_RETRY,
             )

@@ -270,3 +270,19 @@ async def test_a_failing_notification_is_logged_and_changes_nothing(
     full = await eventually(logged)
     assert full["status"] == "succeeded"
     assert any("answered 500" in line["message"] for line in full["logs"])
+
+
+async def test_a_matches_condition_runs_in_the_workflow(user: ApiUser, target: HttpTarget) -> None:
+    """`matches` is evaluated by RE2 inside the workflow sandbox, even for a pattern that
+    would make Python's `re` backtrack for days on this payload."""
+    key = uuid.uuid4().hex
+    name = f"text.{key[:8]}"
+    condition = {"path": "payload.text", "op": "matches", "value": "(a+)+$"}
+    task = await user.create_task(
+        event_task(name, webhook_action(f"{target.url}/ok/{key}"), condition=condition)
+    )
+    await user.post("/api/events", json={"name": name, "payload": {"text": "a" * 40 + "b"}})
+    await user.post("/api/events", json={"name": name, "payload": {"text": "b" + "a" * 40}})
+    runs = await _runs(user, task["id"], 2)
+    assert sorted(run["status"] for run in runs) == ["skipped", "succeeded"]
+    assert target.hits(key) == 1

@@ -151,8 +151,13 @@ def test_an_unknown_op_is_located_and_its_value_is_not_judged() -> None:
         (
             "matches",
             "(unclosed",
-            "is not a regular expression Python's re compiles: "
-            "missing ), unterminated subpattern at position 0",
+            "is not a pattern RE2 accepts (no backreferences or lookaround): missing ): (unclosed",
+        ),
+        (
+            "matches",
+            "(a)\\1",
+            "is not a pattern RE2 accepts (no backreferences or lookaround): "
+            "invalid escape sequence: \\1",
         ),
         ("exists", "yes", "exists takes true, false, or null (meaning true)"),
         ("exists", 1, "exists takes true, false, or null (meaning true)"),

@@ -396,4 +396,14 @@ def test_the_evaluator_imports_only_what_the_workflow_sandbox_allows() -> None:
             imported |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
             imported.add(node.module or "")
-    assert imported == {"__future__", "re", "typing", "zoneinfo", "schema.conditions"}
+    assert imported == {"__future__", "re2", "typing", "zoneinfo", "schema.conditions"}
+
+
+def test_a_pattern_that_backtracks_in_python_is_linear_here() -> None:
+    """`(a+)+$` takes Python's `re` days on 40 characters; RE2 answers at once, so a
+    payload cannot stall the worker (pytest-timeout would fail a hang)."""
+    condition = ConditionTest(path="payload.text", op="matches", value="(a+)+$")
+    held, _ = evaluate(condition, {"payload": {"text": "a" * 9_999 + "b"}})
+    assert held is False
+    held, _ = evaluate(condition, {"payload": {"text": "b" + "a" * 9_999}})
+    assert held is True

@@ -39,7 +39,13 @@ async def _each(items: list[WorkflowHistory]) -> AsyncIterator[WorkflowHistory]:
 async def test_recorded_histories_replay() -> None:
     recorded = histories.recorded()
     shapes = {histories.shape_of(history).split(":", 1)[0] for history in recorded}
-    expected = {"TaskWorkflow", "RetentionWorkflow", "TriggerWorkflow", "ChainWorkflow"}
+    expected = {
+        "TaskWorkflow",
+        "RetentionWorkflow",
+        "TriggerWorkflow",
+        "ChainWorkflow",
+        "NotifyWorkflow",
+    }
     assert expected | {"ChainStepWorkflow", "EmailPollWorkflow"} <= shapes, "missing"
     results = await _replayer().replay_workflows(_each(recorded), raise_on_replay_failure=False)
     failures = {run_id: repr(error) for run_id, error in results.replay_failures.items()}
