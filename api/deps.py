@@ -7,6 +7,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -16,9 +17,13 @@ from temporalio.client import Client
 
 from api.errors import Problem
 from api.receiving import RateLimiter, SignatureLedger, UsageCounter
+from api.scheduling import ScheduledTask
 from schema import crud
-from schema.orm import User
+from schema.crypto import SecretBox
+from schema.orm import Task, User
 from schema.settings import Settings
+
+CACHE_LIMIT = 10_000
 
 
 class _SharedLock:
@@ -94,8 +99,31 @@ class AppState:
     webhook_limits: RateLimiter = field(init=False)
     webhook_signatures: SignatureLedger = field(default_factory=SignatureLedger)
 
+    # Webhook secrets decrypted, and the specs of their tasks read, by what they were made
+    # from: the receiver does neither again for every delivery.
+    webhook_secrets: dict[str, str] = field(default_factory=dict)
+    trigger_specs: dict[tuple[uuid.UUID, datetime], ScheduledTask] = field(default_factory=dict)
+
     def __post_init__(self) -> None:
         self.webhook_limits = RateLimiter(self.settings.webhook_rate_limit_per_minute)
+
+    def webhook_secret(self, encrypted: str) -> str:
+        secret = self.webhook_secrets.get(encrypted)
+        if secret is None:
+            if len(self.webhook_secrets) > CACHE_LIMIT:
+                self.webhook_secrets.clear()
+            secret = self.webhook_secrets[encrypted] = SecretBox(self.settings).decrypt(encrypted)
+        return secret
+
+    def scheduled(self, task: Task) -> ScheduledTask:
+        """The task as its schedule or trigger workflow sees it (cached by its last change)."""
+        key = (task.id, task.updated_at)
+        found = self.trigger_specs.get(key)
+        if found is None or found.paused != (task.status == "paused"):
+            if len(self.trigger_specs) > CACHE_LIMIT:
+                self.trigger_specs.clear()
+            found = self.trigger_specs[key] = ScheduledTask.of(task)
+        return found
 
 
 def _state(request: Request) -> AppState:

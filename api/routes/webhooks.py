@@ -20,7 +20,6 @@ from api.deps import CurrentUser, SessionDep, StateDep
 from api.errors import Conflict, Invalid, NotFound, Problem
 from api.receiving import RateLimiter
 from api.routes.tasks import _locked
-from api.scheduling import ScheduledTask
 from api.signatures import verify
 from schema import crud
 from schema.crypto import SecretBox
@@ -185,7 +184,7 @@ async def receive(webhook_id: WebhookId, request: Request, state: StateDep) -> D
     headers = {name.lower(): value for name, value in request.headers.items()}
     verdict = verify(
         webhook.auth,
-        SecretBox(settings).decrypt(webhook.secret_encrypted),
+        state.webhook_secret(webhook.secret_encrypted),
         headers,
         body,
         time.time(),
@@ -213,7 +212,7 @@ async def receive(webhook_id: WebhookId, request: Request, state: StateDep) -> D
     )
     try:
         workflow_id = await triggers.deliver(
-            state.temporal, ScheduledTask.of(task), settings.task_queue, delivery
+            state.temporal, state.scheduled(task), settings.task_queue, delivery
         )
     except triggers.TriggerGone:
         raise NotFound("webhook") from None  # its task was deleted meanwhile
