@@ -90,7 +90,7 @@ class BodyLimitMiddleware:
         await response(scope, receive, send)
 
 
-async def _reconcile_in_background(state: AppState) -> None:
+async def _reconcile_in_background(state: AppState, every: float) -> None:
     """Reconcile at start, retrying until Temporal and the database answer (readiness waits
     for it), then every ``RECONCILE_EVERY_SECONDS``: a schedule left without its task (a
     create that failed half-way while Temporal was down) goes once it is old enough.
@@ -116,11 +116,17 @@ async def _reconcile_in_background(state: AppState) -> None:
             len(report.failed),
         )
         state.reconciled.set()
-        await asyncio.sleep(RECONCILE_EVERY_SECONDS)
+        await asyncio.sleep(every)
 
 
-def create_app(settings: Settings | None = None, temporal: Client | None = None) -> FastAPI:
-    """The API app; tests pass their own settings and client."""
+def create_app(
+    settings: Settings | None = None,
+    temporal: Client | None = None,
+    *,
+    reconcile_every: float = RECONCILE_EVERY_SECONDS,
+) -> FastAPI:
+    """The API app; tests pass their own settings and client (and may space reconciles out:
+    the tests that make drift on purpose reconcile themselves)."""
     settings = settings or get_settings()
 
     @contextlib.asynccontextmanager
@@ -129,7 +135,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         client = temporal or await connect(settings, lazy=True)
         state = AppState(settings, engine, create_sessionmaker(engine), client)
         app.state.cronpilot = state
-        reconciling = asyncio.create_task(_reconcile_in_background(state))
+        reconciling = asyncio.create_task(_reconcile_in_background(state, reconcile_every))
         counting = asyncio.create_task(state.webhook_uses.flush_forever(state.sessions))
         try:
             yield

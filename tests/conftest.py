@@ -81,6 +81,7 @@ async def db(
 # (with its own reconcile) beside the session's PostgreSQL one.
 SQLITE_NAMESPACE = "cronpilot-sqlite"
 ROLL_EVENTS = 200
+SESSION_LONG = 24 * 3600.0
 
 
 @pytest.fixture(scope="session")
@@ -245,8 +246,10 @@ async def app_client(
     temporal: Client,
     worker: None,  # noqa: ARG001 - runs need a polling worker
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """The API app with its lifespan, driven over ASGI."""
-    app = create_app(settings, temporal=temporal)
+    """The API app with its lifespan, driven over ASGI. It reconciles at start only: a
+    periodic pass in the middle of the session would undo the drift that reconcile tests
+    make on purpose before they reconcile themselves."""
+    app = create_app(settings, temporal=temporal, reconcile_every=SESSION_LONG)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://cronpilot") as client:
@@ -427,4 +430,5 @@ async def installation(
             yield Installation(
                 settings, temporal, sessions, api, {"Authorization": f"Bearer {key}"}
             )
+            await delete_tasks(ApiUser(api, user.id, key))  # nothing left firing
     await engine.dispose()

@@ -116,7 +116,56 @@ async def test_deliveries_events_reruns_and_reconcile(
             assert orphan in report.deleted
             described = await install.temporal.get_workflow_handle(orphan).describe()
             assert described.status == WorkflowExecutionStatus.TERMINATED
-            for task_id in (task["id"], event_task["id"]):
+            # A chain whose wait is resumed through its URL, with a condition on a step.
+            chain_body = {
+                "name": "chain",
+                "type": "recurring",
+                "schedule": {"interval_seconds": 86400},
+                "action": {
+                    "type": "task_chain",
+                    "config": {
+                        "steps": [
+                            {"id": "wait", "wait_for_webhook": {"timeout_seconds": 60}},
+                            {
+                                "id": "go",
+                                "condition": {
+                                    "path": "steps.wait.output.go",
+                                    "op": "eq",
+                                    "value": True,
+                                },
+                                "action": webhook_action(f"{target.url}/ok/{key}-chain"),
+                            },
+                        ]
+                    },
+                },
+            }
+            chain = (
+                await install.api.post("/api/tasks", json=chain_body, headers=install.headers)
+            ).json()
+            started = await install.api.post(
+                f"/api/tasks/{chain['id']}/run", headers=install.headers
+            )
+            execution_path = f"/api/executions/{started.json()['execution_id']}"
+
+            async def waiting() -> str | None:
+                execution = (await install.api.get(execution_path, headers=install.headers)).json()
+                steps = execution.get("steps") or []
+                if steps and steps[0]["status"] == "waiting":
+                    url: str = steps[0]["resume_url"]
+                    return url
+                return None
+
+            resume_url = await eventually(waiting)
+            resumed = await install.api.post(
+                "/api/resume/" + resume_url.rsplit("/", 1)[1], json={"go": True}
+            )
+            assert resumed.status_code == 202, resumed.text
+            [chained] = await _executions(install, chain["id"], 1)
+            assert chained["status"] == "succeeded"
+            full = (await install.api.get(execution_path, headers=install.headers)).json()
+            assert [step["status"] for step in full["steps"]] == ["succeeded", "succeeded"]
+            assert target.hits(f"{key}-chain") == 1
+            for task_id in (task["id"], event_task["id"], chain["id"]):
                 await install.api.delete(f"/api/tasks/{task_id}", headers=install.headers)
     finally:
         await deps.close()
