@@ -243,7 +243,7 @@ async def test_200_concurrent_deliveries_run_once_each_within_the_concurrency(
     # A second wave of the same ids: accepted again, run never.
     again = await asyncio.gather(*(send(n) for n in range(0, 200, 10)))
     assert {answer.status_code for answer in again} == {202}
-    await target.wait_for_hits(key, 200, timeout=180)
+    await target.wait_for_hits(key, 200, timeout=300)
     seen = sorted(int(json.loads(hit["body"])["n"]) for hit in target.requests[key])
     assert seen == list(range(200))
     assert 1 < target.most_in_flight[key] <= 5
@@ -260,7 +260,7 @@ async def test_200_concurrent_deliveries_run_once_each_within_the_concurrency(
             if not cursor:
                 return count if count == 200 else None
 
-    assert await eventually(all_recorded, timeout=60) == 200
+    assert await eventually(all_recorded, timeout=120) == 200
     assert target.hits(key) == 200
     # The trigger workflow rolled over at least once, and still runs.
     handle = temporal.get_workflow_handle(f"trigger-{task['id']}")
