@@ -169,3 +169,45 @@ async def test_deliveries_events_reruns_and_reconcile(
                 await install.api.delete(f"/api/tasks/{task_id}", headers=install.headers)
     finally:
         await deps.close()
+
+
+async def test_conditions_on_the_last_run_and_notifications(
+    installation: Installation, target: HttpTarget
+) -> None:
+    """`last` is read from this database; a notification's log line is written to it."""
+    install, key = installation, uuid.uuid4().hex
+    workers, deps = build_workers(install.temporal, install.sessions, install.settings)
+    try:
+        async with running(workers):
+            body = {
+                "name": "only after a failure",
+                "type": "recurring",
+                "schedule": {"interval_seconds": 86400},
+                "action": webhook_action(f"{target.url}/ok/{key}"),
+                "condition": {"not": {"path": "last.status", "op": "eq", "value": "succeeded"}},
+                "notify": {"on": ["always"], "webhook_url": f"{target.url}/echo/{key}-notify"},
+            }
+            created = await install.api.post("/api/tasks", json=body, headers=install.headers)
+            assert created.status_code == 201, created.text
+            task = created.json()
+            for expected in (1, 2):
+                started = await install.api.post(
+                    f"/api/tasks/{task['id']}/run", headers=install.headers
+                )
+                assert started.status_code == 202, started.text
+                await _executions(install, task["id"], expected)
+            runs = await _executions(install, task["id"], 2)
+            assert [run["status"] for run in runs] == ["skipped", "succeeded"]  # newest first
+            assert target.hits(key) == 1
+            await target.wait_for_hits(f"{key}-notify", 1)
+            [notice] = target.requests[f"{key}-notify"]
+            assert json.loads(notice["body"])["status"] == "succeeded"
+            path = f"/api/executions/{runs[1]['id']}"
+
+            async def logged() -> dict[str, Any] | None:
+                full: dict[str, Any] = (await install.api.get(path, headers=install.headers)).json()
+                return full if any("notified by" in e["message"] for e in full["logs"]) else None
+
+            await eventually(logged)
+    finally:
+        await deps.close()
