@@ -46,9 +46,29 @@ def run_workflow_id(task_id: uuid.UUID, delivery: Delivery) -> str:
     return delivery_workflow_id(task_id, delivery.kind, delivery_digest(delivery.delivery_id))
 
 
-def _start_input(task: ScheduledTask) -> TriggerInput:
-    return TriggerInput(
-        task_id=task.task_id, user_id=task.user_id, task=task.spec, paused=task.paused
+async def _signal_with_start(
+    client: Client,
+    task: ScheduledTask,
+    task_queue: str,
+    signal: str,
+    argument: Any,
+    reuse: WorkflowIDReusePolicy,
+) -> None:
+    """Signal the task's trigger workflow, starting it (with the task as it is now) when it
+    is not running and ``reuse`` allows."""
+    await client.start_workflow(
+        TRIGGER_WORKFLOW,
+        TriggerInput(
+            task_id=task.task_id, user_id=task.user_id, task=task.spec, paused=task.paused
+        ),
+        id=trigger_workflow_id(task.task_id),
+        task_queue=task_queue,
+        start_signal=signal,
+        start_signal_args=[argument],
+        id_reuse_policy=reuse,
+        search_attributes=search_attributes(task.task_id, task.user_id),
+        memo={"task_id": str(task.task_id), "user_id": str(task.user_id)},
+        rpc_timeout=RPC_TIMEOUT,
     )
 
 
@@ -57,17 +77,13 @@ async def deliver(client: Client, task: ScheduledTask, task_queue: str, delivery
     Temporal has durably accepted it, with the workflow id of the run it becomes. Raises
     ``TriggerGone`` when the workflow was stopped, RPCError when Temporal is unreachable."""
     try:
-        await client.start_workflow(
-            TRIGGER_WORKFLOW,
-            _start_input(task),
-            id=trigger_workflow_id(task.task_id),
-            task_queue=task_queue,
-            start_signal=DELIVER_SIGNAL,
-            start_signal_args=[delivery],
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=search_attributes(task.task_id, task.user_id),
-            memo={"task_id": str(task.task_id), "user_id": str(task.user_id)},
-            rpc_timeout=RPC_TIMEOUT,
+        await _signal_with_start(
+            client,
+            task,
+            task_queue,
+            DELIVER_SIGNAL,
+            delivery,
+            WorkflowIDReusePolicy.REJECT_DUPLICATE,
         )
     except WorkflowAlreadyStartedError:
         raise TriggerGone(str(task.task_id)) from None
@@ -77,17 +93,13 @@ async def deliver(client: Client, task: ScheduledTask, task_queue: str, delivery
 async def configure(client: Client, task: ScheduledTask, task_queue: str) -> None:
     """Tell the task's trigger workflow the task as it is now (paused or not), starting it
     when it is not running."""
-    await client.start_workflow(
-        TRIGGER_WORKFLOW,
-        _start_input(task),
-        id=trigger_workflow_id(task.task_id),
-        task_queue=task_queue,
-        start_signal=CONFIGURE_SIGNAL,
-        start_signal_args=[TriggerConfig(task=task.spec, paused=task.paused)],
-        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-        search_attributes=search_attributes(task.task_id, task.user_id),
-        memo={"task_id": str(task.task_id), "user_id": str(task.user_id)},
-        rpc_timeout=RPC_TIMEOUT,
+    await _signal_with_start(
+        client,
+        task,
+        task_queue,
+        CONFIGURE_SIGNAL,
+        TriggerConfig(task=task.spec, paused=task.paused),
+        WorkflowIDReusePolicy.ALLOW_DUPLICATE,
     )
 
 
