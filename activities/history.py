@@ -190,7 +190,6 @@ class HistoryActivities:
                 payload=payload,
                 event_id=f"run:{record.execution_id}",
                 depth=record.depth + 1,
-                emitted_by=record.execution_id,
                 # A task is not started by its own run's event: that would be a loop.
                 exclude=record.task_id,
             )

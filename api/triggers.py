@@ -176,7 +176,6 @@ async def deliver_event(
     payload: Any,
     event_id: str,
     depth: int,
-    emitted_by: uuid.UUID | None = None,
     exclude: uuid.UUID | None = None,
 ) -> EventOutcome:
     """Start the user's active event-trigger tasks for ``name``, each as one delivery whose
@@ -196,7 +195,6 @@ async def deliver_event(
             payload=payload,
             received_at=datetime.now(UTC),
             depth=depth,
-            emitted_by=emitted_by,
         )
         try:
             started = await deliver(client, ScheduledTask.of(task), task_queue, delivery)

@@ -350,7 +350,8 @@ class GoogleWorkspaceAction(StrictModel):
     config: GoogleWorkspaceConfig
 
 
-Action = Annotated[
+# Every action that runs as one activity (a chain's steps are these; see schema.chains).
+SingleAction = (
     WebhookAction
     | AiPromptAction
     | SendEmailAction
@@ -358,9 +359,9 @@ Action = Annotated[
     | GenerateReportAction
     | WebScrapeAction
     | FileOperationAction
-    | GoogleWorkspaceAction,
-    Field(discriminator="type"),
-]
+    | GoogleWorkspaceAction
+)
+Action = Annotated[SingleAction, Field(discriminator="type")]
 
 
 ActionQueue = Literal["main", "code"]

@@ -22,18 +22,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field, model_validator
 
-from schema.actions import (
-    Action,
-    AiPromptAction,
-    FileOperationAction,
-    GenerateReportAction,
-    GoogleWorkspaceAction,
-    RunCodeAction,
-    SendEmailAction,
-    StrictModel,
-    WebhookAction,
-    WebScrapeAction,
-)
+from schema.actions import Action, SingleAction, StrictModel
 from schema.conditions import Condition, refuse_steps
 
 StepId = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
@@ -116,18 +105,7 @@ class TaskChainAction(StrictModel):
 
 
 # What a task's `action` may be: any action, or a chain of them (not inside a chain).
-AnyAction = Annotated[
-    WebhookAction
-    | AiPromptAction
-    | SendEmailAction
-    | RunCodeAction
-    | GenerateReportAction
-    | WebScrapeAction
-    | FileOperationAction
-    | GoogleWorkspaceAction
-    | TaskChainAction,
-    Field(discriminator="type"),
-]
+AnyAction = Annotated[SingleAction | TaskChainAction, Field(discriminator="type")]
 
 
 class StepState(BaseModel):

@@ -11,7 +11,6 @@ import hashlib
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
-from uuid import UUID
 
 from pydantic import BaseModel, Field
 
@@ -102,8 +101,6 @@ class Delivery(BaseModel):
     received_at: datetime
     # How many event hops led here (see MAX_EVENT_DEPTH); 0 for webhooks and emails.
     depth: int = 0
-    # The execution whose built-in event this delivery is, if any.
-    emitted_by: UUID | None = None
 
 
 def payload_problem(payload: Any, max_depth: int = 32) -> tuple[list[str | int], str] | None:

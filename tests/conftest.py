@@ -301,6 +301,17 @@ class ApiUser:
 
         return await eventually(ended, timeout=timeout)
 
+    async def ended(self, task_id: str, count: int, timeout: float = 45) -> list[dict[str, Any]]:
+        """The task's executions that ended (newest first, as listed), once there are at
+        least ``count``."""
+
+        async def enough() -> list[dict[str, Any]] | None:
+            response = await self.get(f"/api/tasks/{task_id}/executions")
+            items = [run for run in response.json()["items"] if run["status"] != "running"]
+            return items if len(items) >= count else None
+
+        return await eventually(enough, timeout=timeout)
+
     async def executions(self, task_id: str, **params: Any) -> list[dict[str, Any]]:
         """A task's executions in full: the list (which leaves out logs, result and steps),
         then each one read on its own."""

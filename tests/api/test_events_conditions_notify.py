@@ -26,15 +26,6 @@ def event_task(event: str, action: dict[str, Any], **fields: Any) -> dict[str, A
     }
 
 
-async def _runs(user: ApiUser, task_id: str, count: int) -> list[dict[str, Any]]:
-    async def ended() -> list[dict[str, Any]] | None:
-        response = await user.get(f"/api/tasks/{task_id}/executions")
-        items = [run for run in response.json()["items"] if run["status"] != "running"]
-        return items if len(items) >= count else None
-
-    return await eventually(ended, timeout=45)
-
-
 async def test_an_event_starts_the_users_matching_tasks_only(
     user: ApiUser, make_user: Callable[[], Awaitable[ApiUser]], target: HttpTarget
 ) -> None:
@@ -55,7 +46,7 @@ async def test_an_event_starts_the_users_matching_tasks_only(
     assert accepted["matched"] == 1 and len(accepted["workflow_ids"]) == 1
     await target.wait_for_hits(key, 1)
     assert json.loads(target.requests[key][0]["body"]) == {"order": "17"}
-    [run] = await _runs(user, mine["id"], 1)
+    [run] = await user.ended(mine["id"], 1)
     assert run["trigger"] == "event" and run["status"] == "succeeded"
     assert run["workflow_id"] == accepted["workflow_ids"][0]
     # The same event id again starts nothing new; an unknown name matches nothing.
@@ -106,8 +97,8 @@ async def test_a_loop_of_events_is_cut_at_the_depth_limit(
     assert (await user.post(f"/api/tasks/{ping['id']}/run")).status_code == 202
     total = MAX_EVENT_DEPTH + 1
     await target.wait_for_hits(key, total)
-    pings = await _runs(user, ping["id"], (total + 1) // 2)
-    pongs = await _runs(user, pong["id"], total // 2)
+    pings = await user.ended(ping["id"], (total + 1) // 2)
+    pongs = await user.ended(pong["id"], total // 2)
     assert sorted(run["trigger"] for run in pings) == ["event"] * (total // 2) + ["manual"]
     assert {run["trigger"] for run in pongs} == {"event"}
 
@@ -126,7 +117,7 @@ async def test_a_loop_of_events_is_cut_at_the_depth_limit(
     )
     await asyncio.sleep(2)  # nothing more follows
     assert target.hits(key) == total
-    assert len(await _runs(user, ping["id"], 1)) + len(await _runs(user, pong["id"], 1)) == total
+    assert len(await user.ended(ping["id"], 1)) + len(await user.ended(pong["id"], 1)) == total
 
 
 async def test_a_false_condition_skips_the_run_with_its_reason(
@@ -157,7 +148,7 @@ async def test_a_false_condition_skips_the_run_with_its_reason(
     )
     assert task["condition"] == condition
     await user.post("/api/events", json={"name": name, "payload": {"amount": 50}})
-    [skipped] = await _runs(user, task["id"], 1)
+    [skipped] = await user.ended(task["id"], 1)
     assert skipped["status"] == "skipped"
     full = (await user.get(f"/api/executions/{skipped['id']}")).json()
     assert full["error"] == {
@@ -167,7 +158,7 @@ async def test_a_false_condition_skips_the_run_with_its_reason(
     assert any(line["message"].startswith("skipped: ") for line in full["logs"])
     assert target.hits(key) == 0
     await user.post("/api/events", json={"name": name, "payload": {"amount": 150}})
-    runs = await _runs(user, task["id"], 2)
+    runs = await user.ended(task["id"], 2)
     assert sorted(run["status"] for run in runs) == ["skipped", "succeeded"]
     assert target.hits(key) == 1
     stats = (await user.get(f"/api/tasks/{task['id']}/stats")).json()
@@ -283,6 +274,6 @@ async def test_a_matches_condition_runs_in_the_workflow(user: ApiUser, target: H
     )
     await user.post("/api/events", json={"name": name, "payload": {"text": "a" * 40 + "b"}})
     await user.post("/api/events", json={"name": name, "payload": {"text": "b" + "a" * 40}})
-    runs = await _runs(user, task["id"], 2)
+    runs = await user.ended(task["id"], 2)
     assert sorted(run["status"] for run in runs) == ["skipped", "succeeded"]
     assert target.hits(key) == 1

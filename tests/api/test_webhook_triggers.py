@@ -116,14 +116,8 @@ async def test_forged_expired_and_missing_signatures_start_nothing(
     assert first.status_code == again.status_code == 202
     assert first.json() == again.json()
     await target.wait_for_hits(key, 1)
-    runs = await eventually(lambda: _ended(user, task["id"], 1))
+    runs = await user.ended(task["id"], 1)
     assert len(runs) == 1 and target.hits(key) == 1
-
-
-async def _ended(user: ApiUser, task_id: str, count: int) -> list[dict[str, Any]] | None:
-    response = await user.get(f"/api/tasks/{task_id}/executions")
-    items = [run for run in response.json()["items"] if run["status"] != "running"]
-    return items if len(items) >= count else None
 
 
 async def test_github_and_token_modes(user: ApiUser, target: HttpTarget) -> None:
@@ -164,11 +158,11 @@ async def test_a_repeated_delivery_id_runs_once(user: ApiUser, target: HttpTarge
     assert answers[0] == answers[1] == answers[2]
     assert answers[0]["delivery_id"] == "order-17"
     await target.wait_for_hits(key, 1)
-    await eventually(lambda: _ended(user, task["id"], 1))
+    await user.ended(task["id"], 1)
     fresh = {"X-Cronpilot-Token": hook["secret"], "X-Cronpilot-Delivery": "order-18"}
     assert (await user.client.post(_path(hook), json={}, headers=fresh)).status_code == 202
     await target.wait_for_hits(key, 2)
-    runs = await eventually(lambda: _ended(user, task["id"], 2))
+    runs = await user.ended(task["id"], 2)
     assert len(runs) == 2 and target.hits(key) == 2
 
 
