@@ -690,12 +690,14 @@ async def _run_dev(
         client = await _wait_for_temporal(settings, process)
         await _migrate(settings)
         key = await _ensure_dev_key(settings)
+        sign_in = secrets.token_urlsafe(24)
+        _write_private(settings.data_dir / "dev-sign-in-token", sign_in + "\n")
         import worker
 
         async with worker.running_workers(settings, client) as workers_ended:
             server, serving = await _start_api(settings)
             try:
-                print(_banner(settings, key), flush=True)
+                print(_banner(settings, key, sign_in), flush=True)
                 running.set()
                 return await _watch(stop, serving, workers_ended, process)
             finally:
@@ -721,13 +723,15 @@ async def _watch(
     return None
 
 
-def _banner(settings: Settings, key: str) -> str:
+def _banner(settings: Settings, key: str, sign_in: str) -> str:
+    """What dev prints once running. The UI link signs the dev user in: its token (new at
+    every start, in the URL's fragment so no server or proxy logs it) is not the API key."""
     base = f"http://{settings.api_host}:{settings.api_port}"
     return "\n".join(
         [
             "",
             "Cronpilot is running (Ctrl-C stops everything)",
-            f"  UI           {base}/",
+            f"  UI           {base}/#token={sign_in}",
             f"  API docs     {base}/docs",
             f"  Temporal UI  {settings.temporal_ui_url}",
             f"  database     {settings.resolved_database_url}",

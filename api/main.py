@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import HTMLResponse
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
@@ -31,6 +30,7 @@ from api.routes import (
     tasks,
     webhooks,
 )
+from api.ui import install_ui
 from schema.db import create_engine, create_sessionmaker
 from schema.settings import Settings, get_settings
 from schema.temporal import connect
@@ -172,11 +172,5 @@ def create_app(
     for module in (tasks, webhooks, events, resume, executions, stats, secrets, me, health):
         app.include_router(module.router)
 
-    @app.get("/", include_in_schema=False)
-    async def home() -> HTMLResponse:
-        return HTMLResponse(
-            "<!doctype html><title>Cronpilot</title><h1>Cronpilot</h1>"
-            '<p>The API is running. See <a href="/docs">the API docs</a>.</p>'
-        )
-
+    install_ui(app)
     return app

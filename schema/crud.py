@@ -535,15 +535,22 @@ async def list_executions(
     session: AsyncSession,
     *,
     user_id: uuid.UUID,
-    task_id: uuid.UUID,
+    task_id: uuid.UUID | None = None,
     status: str | None = None,
     workflow_id: str | None = None,
+    started_from: datetime | None = None,
+    started_to: datetime | None = None,
     limit: int = 50,
     cursor: str | None = None,
 ) -> tuple[Sequence[TaskExecution], str | None]:
-    query = select(TaskExecution).where(
-        TaskExecution.task_id == task_id, TaskExecution.user_id == user_id
-    )
+    """One task's executions (or all the user's), newest first."""
+    query = select(TaskExecution).where(TaskExecution.user_id == user_id)
+    if task_id is not None:
+        query = query.where(TaskExecution.task_id == task_id)
+    if started_from is not None:
+        query = query.where(TaskExecution.started_at >= started_from)
+    if started_to is not None:
+        query = query.where(TaskExecution.started_at < started_to)
     if status:
         query = query.where(TaskExecution.status == status)
     if workflow_id:

@@ -15,8 +15,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api import scheduling
 from api.deps import CurrentUser, SessionDep, SettingsDep, StateDep
-from api.errors import Conflict, NotFound
-from api.routes.tasks import RunStarted, start_now
+from api.errors import Conflict, Invalid, NotFound
+from api.routes.tasks import INSTANT, RunStarted, bounded_instant, start_now
 from schema import crud
 from schema.executions import ExecutionPublic, ExecutionStatus, ExecutionSummary, LogEntry
 from schema.orm import TaskExecution, User
@@ -84,6 +84,40 @@ async def list_executions(
         task_id=task_id,
         status=status,
         workflow_id=workflow_id,
+        limit=limit,
+        cursor=cursor,
+    )
+    return ExecutionPage(
+        items=[execution_summary(row, settings) for row in rows], next_cursor=next_cursor
+    )
+
+
+@router.get("/api/executions")
+async def list_all_executions(
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    status: ExecutionStatus | None = None,
+    task_id: uuid.UUID | None = None,
+    start: Annotated[str | None, Query(alias="from", json_schema_extra=INSTANT)] = None,
+    to: Annotated[str | None, Query(json_schema_extra=INSTANT)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> ExecutionPage:
+    """All the user's executions, newest first, optionally of one task, with one status, or
+    started in `[from, to)` (ISO 8601; a time without an offset is UTC). The web UI's
+    calendar shows past runs from it, and its task list the runs in flight."""
+    started_from = bounded_instant(start, "from")
+    started_to = bounded_instant(to, "to")
+    if started_from and started_to and started_to < started_from:
+        raise Invalid([{"loc": ["query", "to"], "msg": "must be after from"}])
+    rows, next_cursor = await crud.list_executions(
+        session,
+        user_id=user.id,
+        task_id=task_id,
+        status=status,
+        started_from=started_from,
+        started_to=started_to,
         limit=limit,
         cursor=cursor,
     )

@@ -208,8 +208,8 @@ async def upcoming_runs(
     """Upcoming runs of the user's active tasks, as Temporal will fire them, each in UTC and
     in its task's time zone. `from` defaults to now, `to` to 7 days later (366 at most);
     both lie between 1970 and 2100, and a time without an offset is UTC."""
-    begin = _bounded_instant(start, "from") or datetime.now(UTC)
-    end = _bounded_instant(to, "to") or min(begin + timedelta(days=7), LATEST)
+    begin = bounded_instant(start, "from") or datetime.now(UTC)
+    end = bounded_instant(to, "to") or min(begin + timedelta(days=7), LATEST)
     if end < begin or end - begin > MAX_UPCOMING_RANGE:
         raise Invalid([{"loc": ["query", "to"], "msg": "must be after from, within 366 days"}])
     tasks = await crud.active_tasks(session, user_id=user.id)
@@ -234,7 +234,7 @@ def _zone_of(task: Task) -> str:
     return schedule.timezone if schedule else "UTC"
 
 
-def _bounded_instant(text: str | None, name: str) -> datetime | None:
+def bounded_instant(text: str | None, name: str) -> datetime | None:
     """A query's ISO 8601 instant in UTC (UTC when it has no offset), within 1970-2100."""
     if text is None:
         return None

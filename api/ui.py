@@ -1,0 +1,126 @@
+"""The web UI: ``/`` serves its page and ``/ui/`` its scripts, styles and vendored libraries,
+all from the package (no build step, no third-party request), under a strict
+Content-Security-Policy. In ``cronpilot dev`` the printed link signs the dev user in: the
+page exchanges the link's one-time token for the dev key, from loopback only."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.deps import StateDep
+from api.errors import problem_response
+
+UI_DIR = Path(__file__).parent / "ui"
+SIGN_IN_TOKEN_FILE = "dev-sign-in-token"
+DEV_KEY_FILE = "dev-api-key"
+LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "[::1]", "::1"}
+
+# No inline script, no eval, nothing from another origin. Styles too come only from files;
+# scripts may still set element.style (CSSOM), which CSP does not govern.
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "font-src 'self'",
+        "connect-src 'self'",
+        "manifest-src 'self'",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'none'",
+    ]
+)
+UI_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
+router = APIRouter(tags=["ui"])
+
+
+class DevSignIn(BaseModel):
+    token: str = Field(min_length=1, max_length=200)
+
+
+class DevKey(BaseModel):
+    api_key: str
+
+
+@router.post("/api/dev/sign-in", include_in_schema=False)
+async def dev_sign_in(body: DevSignIn, request: Request, state: StateDep) -> Response:
+    """Exchange ``cronpilot dev``'s link token for the dev user's key: only in dev, only for a
+    client on loopback that addressed the server by a loopback name (no DNS rebinding)."""
+    settings = state.settings
+    if settings.env != "dev":
+        return problem_response(404, "not found")
+    if not _is_loopback(request):
+        return problem_response(403, "the sign-in link works only from this machine")
+    try:
+        token = (settings.data_dir / SIGN_IN_TOKEN_FILE).read_text().strip()
+        key = (settings.data_dir / DEV_KEY_FILE).read_text().strip()
+    except OSError:
+        return problem_response(404, "not found")
+    if not token or not hmac.compare_digest(token.encode(), body.token.encode()):
+        return problem_response(401, "this sign-in link is not the current one")
+    return Response(
+        DevKey(api_key=key).model_dump_json(),
+        media_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def _is_loopback(request: Request) -> bool:
+    client = request.client.host if request.client else ""
+    try:
+        if not ipaddress.ip_address(client).is_loopback:
+            return False
+    except ValueError:
+        return False
+    host = request.headers.get("host", "")
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    return name.lower() in LOOPBACK_HOSTS
+
+
+class UIHeaders:
+    """Add the UI's security headers to ``/`` and ``/ui/`` responses."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not (path == "/" or path.startswith("/ui/")):
+            await self.app(scope, receive, send)
+            return
+
+        async def _send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [(k.lower().encode(), v.encode()) for k, v in UI_HEADERS.items()]
+                if path == "/":
+                    headers.append((b"cache-control", b"no-cache"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, _send)
+
+
+def install_ui(app: FastAPI) -> None:
+    app.mount("/ui", StaticFiles(directory=UI_DIR), name="ui")
+    app.include_router(router)
+    app.add_middleware(UIHeaders)
+
+    @app.get("/", include_in_schema=False)
+    async def home() -> FileResponse:
+        return FileResponse(UI_DIR / "index.html", media_type="text/html")
