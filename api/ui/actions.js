@@ -275,7 +275,7 @@ export function ActionStep({ action, onAction, errors, tasks }) {
       <legend>Action</legend>
       ${Object.entries(ACTION_LABELS).map(
         ([value, label]) => html`<label class=${`card-choice ${type === value ? "chosen" : ""}`}>
-          <input type="radio" name="action-type" value=${value} checked=${type === value}
+          <input type="radio" name="action-type" value=${value} checked=${type === value} aria-label=${label}
             aria-describedby=${`blurb-${value}`} onChange=${() => choose(value)} />
           <span class="icon" aria-hidden="true">${ICONS[value]}</span>
           <span class="card-title">${label}</span>

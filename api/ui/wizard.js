@@ -3,6 +3,7 @@ import { ActionStep, DEFAULT_CONFIGS } from "./actions.js";
 import { Dialog } from "./dialog.js";
 import { Field, JsonField, ListField, NumberField, errorsAt } from "./form.js";
 import {
+  ACTION_LABELS,
   ApiError,
   ErrorNote,
   browserZone,
@@ -117,7 +118,11 @@ export function bodyOf(draft) {
 function errorMap(errors) {
   const map = {};
   for (const { loc, msg } of errors || []) {
-    const path = (loc || []).filter((part, i) => !(i === 0 && part === "body")).join(".");
+    // Drop "body", and the action type pydantic puts after "action" (its union's tag).
+    const parts = (loc || []).filter(
+      (part, i, all) => !(i === 0 && part === "body") && !(all[i - 1] === "action" && part in ACTION_LABELS),
+    );
+    const path = parts.join(".");
     map[path] = map[path] ? `${map[path]}; ${msg}` : msg;
   }
   return map;
@@ -156,7 +161,7 @@ function Basics({ draft, set, errors }) {
       <legend>Type</legend>
       ${TYPES.map(
         ([value, label, blurb, icon]) => html`<label class=${`card-choice ${draft.type === value ? "chosen" : ""}`}>
-          <input type="radio" name="task-type" value=${value} checked=${draft.type === value}
+          <input type="radio" name="task-type" value=${value} checked=${draft.type === value} aria-label=${label}
             aria-describedby=${`type-${value}`} onChange=${() => setType(value)} />
           <span class="icon" aria-hidden="true">${icon}</span>
           <span class="card-title">${label}</span>
@@ -269,7 +274,7 @@ function TriggerSettings({ draft, set, errors }) {
       <legend>Trigger</legend>
       ${[["webhook", "Webhook", "An HTTP POST to a signed URL"], ["event", "Event", "A named event, from the API or another task"], ["email", "Email", "A new message in an IMAP folder"]].map(
         ([kind, label, blurb]) => html`<label class=${`card-choice ${trigger.kind === kind ? "chosen" : ""}`}>
-          <input type="radio" name="trigger-kind" value=${kind} checked=${trigger.kind === kind} aria-describedby=${`trig-${kind}`} onChange=${() => choose(kind)} />
+          <input type="radio" name="trigger-kind" value=${kind} checked=${trigger.kind === kind} aria-label=${label} aria-describedby=${`trig-${kind}`} onChange=${() => choose(kind)} />
           <span class="card-title">${label}</span><span class="muted small" id=${`trig-${kind}`}>${blurb}</span>
         </label>`,
       )}

@@ -1,0 +1,26 @@
+"""Regenerate docs/screenshots/*.png: run the UI tests with CRONPILOT_UPDATE_DOCS_SCREENSHOTS=1,
+so that every ``shot(page, name)`` they take is also saved as docs/screenshots/<name>.png.
+
+    python scripts/screenshots.py              # all of tests/ui
+    python scripts/screenshots.py -k sign_in   # any pytest arguments instead
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str]) -> int:
+    env = {**os.environ, "CRONPILOT_UPDATE_DOCS_SCREENSHOTS": "1"}
+    env.pop("CRONPILOT_SKIP_UI_TESTS", None)
+    arguments = argv if any(not a.startswith("-") for a in argv) else ["tests/ui", *argv]
+    return subprocess.call([sys.executable, "-m", "pytest", "-q", *arguments], cwd=REPO, env=env)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
