@@ -108,8 +108,9 @@ class UIHeaders:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 headers += [(k.lower().encode(), v.encode()) for k, v in UI_HEADERS.items()]
-                if path == "/":
-                    headers.append((b"cache-control", b"no-cache"))
+                # Revalidate (ETag) every time: after an upgrade, no module is mixed with an
+                # older one from the browser's cache.
+                headers.append((b"cache-control", b"no-cache"))
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -11,7 +11,7 @@ const ICONS = {
   run_code: "{ }",
   generate_report: "▤",
   web_scrape: "⌕",
-  task_chain: "⛓",
+  task_chain: "⇉",
   file_operation: "▱",
   google_workspace: "G",
 };
@@ -81,7 +81,6 @@ function AiPromptForm({ config, set, errors, p }) {
     <div class="row">
       <${Field} label="Model" value=${config.model} onValue=${set("model", { optional: true })} path=${p("model")} errors=${errors} hint="Empty: the server's default model." />
       <${NumberField} label="Max tokens" value=${config.max_tokens} onValue=${set("max_tokens", { optional: true })} path=${p("max_tokens")} errors=${errors} min="1" />
-      <${NumberField} label="Temperature" value=${config.temperature} step="0.1" min="0" max="1" onValue=${set("temperature", { optional: true })} path=${p("temperature")} errors=${errors} />
     </div>`;
 }
 
@@ -128,8 +127,13 @@ function ReportForm({ config, set, errors, p }) {
 }
 
 function ScrapeForm({ config, set, errors, p, onConfig }) {
-  const rows = Object.entries(config.selectors || {});
-  const setRows = (next) => onConfig({ ...config, selectors: Object.fromEntries(next) });
+  // The rows as typed (an empty or repeated name must not merge two rows); the config gets
+  // the named ones.
+  const [rows, setLocalRows] = useState(() => Object.entries(config.selectors || {}));
+  const setRows = (next) => {
+    setLocalRows(next);
+    onConfig({ ...config, selectors: Object.fromEntries(next.filter(([name]) => name.trim())) });
+  };
   return html`
     <${Field} label="URL" type="url" value=${config.url} onValue=${set("url")} path=${p("url")} errors=${errors} placeholder="https://example.com/" />
     <fieldset class="pairs"><legend>Selectors</legend>
@@ -140,7 +144,7 @@ function ScrapeForm({ config, set, errors, p, onConfig }) {
           <button type="button" class="btn small" aria-label=${`Remove selector ${i + 1}`} onClick=${() => setRows(rows.filter((_, j) => j !== i))}>Remove</button>
         </div>`,
       )}
-      <button type="button" class="btn small" onClick=${() => setRows([...rows, [`field${rows.length + 1}`, ""]])}>Add selector</button>
+      <button type="button" class="btn small" onClick=${() => setRows([...rows, ["", ""]])}>Add selector</button>
       ${errorsAt(errors, p("selectors"), { prefix: true }).map((m) => html`<p class="field-error" role="alert">${m}</p>`)}
     </fieldset>
     <${Field} label="Every match (a list), not only the first" type="checkbox" value=${config.all} onValue=${set("all", { optional: true })} path=${p("all")} errors=${errors} />
@@ -283,7 +287,7 @@ export function ActionStep({ action, onAction, errors, tasks }) {
         </label>`,
       )}
     </fieldset>
-    ${errorsAt(errors, "action").map((m) => html`<p class="field-error" role="alert">${m}</p>`)}
+    ${[...errorsAt(errors, "action"), ...errorsAt(errors, "action.type")].map((m) => html`<p class="field-error" role="alert">${m}</p>`)}
     ${type &&
     html`<div class="action-form">
       <div class="field check">
@@ -294,6 +298,7 @@ export function ActionStep({ action, onAction, errors, tasks }) {
       ${asJson
         ? html`<${JsonField} label="Action config (JSON)" value=${config} rows="14" allowEmpty=${false}
             onValue=${(v) => onConfig(v)} path="action.config" errors=${errors} />`
-        : html`<${Form} config=${config} set=${setter(config, onConfig)} errors=${errors} p=${p} onConfig=${onConfig} tasks=${tasks} />`}
+        : html`${errorsAt(errors, "action.config").map((m) => html`<p class="field-error" role="alert">${m}</p>`)}
+          <${Form} config=${config} set=${setter(config, onConfig)} errors=${errors} p=${p} onConfig=${onConfig} tasks=${tasks} />`}
     </div>`}`;
 }

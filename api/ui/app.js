@@ -2,7 +2,7 @@
 import { CalendarView } from "./calendar.js";
 import { Dialog } from "./dialog.js";
 import { HistoryDialog } from "./history.js";
-import { ApiError, Toasts, auth, get, html, post, render, useEffect, useState } from "./lib.js";
+import { ApiError, Toasts, auth, get, html, post, render, useEffect, useErrorBoundary, useLayoutEffect, useState } from "./lib.js";
 import { TaskList } from "./tasks.js";
 import { Wizard } from "./wizard.js";
 
@@ -87,11 +87,14 @@ function Shell({ me, onSignOut }) {
     addEventListener("hashchange", onHash);
     return () => removeEventListener("hashchange", onHash);
   }, []);
-  useEffect(() => {
+  // Listening from the first paint on (a layout effect): a key pressed at once is not lost.
+  useLayoutEffect(() => {
     const onKey = (event) => {
       if (event.ctrlKey || event.metaKey || event.altKey) return;
       const target = event.target;
-      const typing = target.closest && target.closest("input, textarea, select, [contenteditable], .CodeMirror");
+      const typing =
+        target.closest &&
+        target.closest('input:not([type="checkbox"]):not([type="radio"]), textarea, select, [contenteditable], .CodeMirror');
       if (typing || document.querySelector(".backdrop")) return;
       if (event.key === "n") {
         event.preventDefault();
@@ -136,17 +139,17 @@ function Shell({ me, onSignOut }) {
       <span class="user muted" title="Signed in as">${me.name}</span>
       <button type="button" class="btn" onClick=${onSignOut}>Sign out</button>
     </header>
-    <main id="main" tabindex="-1">
+    <main id="main" tabindex="-1"><${Guard}>
       ${view === "tasks"
         ? html`<${TaskList} changed=${changed}
             onNew=${() => setDialog({ kind: "wizard" })}
             onEdit=${(task) => setDialog({ kind: "wizard", task })}
             onHistory=${(task) => setDialog({ kind: "history", task })} />`
         : html`<${CalendarView} onOpenTask=${openTask} />`}
-    </main>
+    <//></main>
     ${dialog?.kind === "wizard" &&
-    html`<${Wizard} task=${dialog.task} onClose=${close} onSaved=${saved} />`}
-    ${dialog?.kind === "history" && html`<${HistoryDialog} task=${dialog.task} onClose=${close} />`}
+    html`<${Guard}><${Wizard} task=${dialog.task} onClose=${close} onSaved=${saved} /><//>`}
+    ${dialog?.kind === "history" && html`<${Guard}><${HistoryDialog} task=${dialog.task} onClose=${close} /><//>`}
     ${dialog?.kind === "shortcuts" && html`<${Shortcuts} onClose=${close} />`}
     ${dialog?.kind === "gone" &&
     html`<${Dialog} title="Task not found" onClose=${close}>
@@ -154,6 +157,17 @@ function Shell({ me, onSignOut }) {
       <footer class="dialog-foot"><button type="button" class="btn" onClick=${close}>Close</button></footer>
     <//>`}
     <${Toasts} />
+  </div>`;
+}
+
+// A bug in one view shows a note with a way out, instead of a frozen page.
+function Guard({ children }) {
+  const [error, reset] = useErrorBoundary((e) => console.error(e));
+  if (!error) return children;
+  return html`<div class="error-note" role="alert">
+    <span>Something went wrong in this view: ${String(error.message || error)}</span>
+    <button type="button" class="btn small" onClick=${reset}>Try again</button>
+    <button type="button" class="btn small" onClick=${() => location.reload()}>Reload</button>
   </div>`;
 }
 
@@ -166,7 +180,7 @@ function App() {
       setNotice("Your session ended (the API key was refused). Sign in again.");
       setMe(null);
     };
-    (async () => {
+    const start = async () => {
       const problem = await exchangeDevToken();
       if (problem) setNotice(problem);
       if (!auth.key()) return setMe(null);
@@ -176,7 +190,12 @@ function App() {
         if (error.status !== 401) setNotice(error.message);
         setMe(null);
       }
-    })();
+    };
+    start();
+    // The dev link pasted into a tab already showing the UI changes only the fragment.
+    const onHash = () => /[#&]token=/.test(location.hash) && start();
+    addEventListener("hashchange", onHash);
+    return () => removeEventListener("hashchange", onHash);
   }, []);
   if (me === undefined) return html`<p class="boot">Loading Cronpilot…</p>`;
   if (me === null) return html`<${SignIn} notice=${notice} onSignedIn=${(user) => (setNotice(null), setMe(user))} />`;

@@ -397,11 +397,11 @@ function Chip({ run, onOpen }) {
   if (run.zone && run.zone !== browserZone()) detail += ` (${formatTime(run.at.toISOString(), { zone: run.zone })})`;
   if (run.deleted) detail += " (the task was deleted)";
   return html`<button type="button" class=${className + (run.deleted ? " deleted" : "")}
-    aria-label=${`${run.name} ${time} ${word}`} title=${detail}
-    aria-disabled=${run.deleted ? "true" : undefined} onClick=${() => onOpen(run)}>
+    title=${detail} aria-disabled=${run.deleted ? "true" : undefined} onClick=${() => onOpen(run)}>
     <span class="chip-icon" aria-hidden="true">${ICONS[run.status] || "•"}</span>
-    <span class="chip-name">${run.name}</span>
+    <span class="chip-name">${run.name}</span>${" "}
     <span class="chip-time">${time}</span>
+    <span class="sr-only">${` ${word}`}</span>
   </button>`;
 }
 

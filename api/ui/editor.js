@@ -10,6 +10,8 @@ export function CodeEditor({ label, value, language, onValue, messages = [] }) {
   const editor = useRef(null);
   const id = useRef(uid("code")).current;
   const latest = useRef(onValue);
+  // Values the editor emitted lately: a render still carrying one of them is stale, not new.
+  const emitted = useRef([]);
   latest.current = onValue;
   useEffect(() => {
     const CodeMirror = window.CodeMirror;
@@ -30,7 +32,14 @@ export function CodeEditor({ label, value, language, onValue, messages = [] }) {
     });
     cm.getInputField().setAttribute("aria-label", label);
     cm.getInputField().id = `${id}-cm`;
-    cm.on("change", () => latest.current(cm.getValue()));
+    // The label now names the editor's own input (the original textarea is hidden).
+    area.current.parentNode.querySelector(`label[for="${id}"]`)?.setAttribute("for", `${id}-cm`);
+    cm.on("change", (_instance, change) => {
+      if (change.origin === "setValue") return;
+      const text = cm.getValue();
+      emitted.current = [...emitted.current.slice(-50), text];
+      latest.current(text);
+    });
     editor.current = cm;
     return () => {
       cm.toTextArea();
@@ -39,7 +48,8 @@ export function CodeEditor({ label, value, language, onValue, messages = [] }) {
   }, []);
   useEffect(() => {
     const cm = editor.current;
-    if (cm && cm.getValue() !== (value || "")) cm.setValue(value || "");
+    const text = value || "";
+    if (cm && cm.getValue() !== text && !emitted.current.includes(text)) cm.setValue(text);
   }, [value]);
   useEffect(() => {
     editor.current?.setOption("mode", MODES[language] || "python");

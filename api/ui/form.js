@@ -48,6 +48,7 @@ export function JsonField({ label, path, errors, value, onValue, rows = 6, hint,
   const [text, setText] = useState(() => (value === undefined || value === null ? "" : JSON.stringify(value, null, 2)));
   const [problem, setProblem] = useState(null);
   const last = useRef(value);
+  useEffect(() => () => invalidJson.delete(path), [path]);
   useEffect(() => {
     // Follow outside changes (a form beside it), not our own echoes.
     if (JSON.stringify(value) !== JSON.stringify(last.current)) {
@@ -60,6 +61,7 @@ export function JsonField({ label, path, errors, value, onValue, rows = 6, hint,
     setText(raw);
     if (!raw.trim() && allowEmpty) {
       setProblem(null);
+      invalidJson.delete(path);
       last.current = null;
       onValue(null);
       return;
@@ -67,10 +69,12 @@ export function JsonField({ label, path, errors, value, onValue, rows = 6, hint,
     try {
       const parsed = JSON.parse(raw);
       setProblem(null);
+      invalidJson.delete(path);
       last.current = parsed;
       onValue(parsed);
     } catch (e) {
       setProblem(`Not valid JSON yet: ${e.message}`);
+      invalidJson.set(path, label);
     }
   };
   return html`<div class="json-field">
@@ -94,8 +98,20 @@ export function ListField({ label, value, onValue, ...rest }) {
     }} />`;
 }
 
-// A number field: empty means null.
+// A number field: empty means null. The text typed is kept as typed ("1." on the way to
+// "1.5"); the value goes out when the text is a number.
 export function NumberField({ label, value, onValue, ...rest }) {
-  return html`<${Field} label=${label} type="number" value=${value ?? ""} ...${rest}
-    onValue=${(raw) => onValue(raw === "" ? null : Number(raw))} />`;
+  const [text, setText] = useState(value ?? "");
+  useEffect(() => {
+    if (text === "" ? value != null : Number(text) !== value) setText(value ?? "");
+  }, [value]);
+  return html`<${Field} label=${label} type="text" inputmode="decimal" value=${text} ...${rest}
+    onValue=${(raw) => {
+      setText(raw);
+      if (raw.trim() === "") onValue(null);
+      else if (!Number.isNaN(Number(raw))) onValue(Number(raw));
+    }} />`;
 }
+
+// JSON fields whose text does not parse, by path: the wizard refuses to save while any is.
+export const invalidJson = new Map();

@@ -11,6 +11,7 @@ export {
   useContext,
   useLayoutEffect,
   createContext,
+  useErrorBoundary,
 } from "./vendor/preact-htm/standalone.module.js";
 import { html, useEffect, useRef, useState } from "./vendor/preact-htm/standalone.module.js";
 
@@ -72,6 +73,17 @@ export function query(params) {
 // -- formatting ---------------------------------------------------------------------------
 
 export const browserZone = () => Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+
+// Whether the browser knows an IANA zone (a half-typed one would make Intl throw).
+export function validZone(zone) {
+  if (!zone) return false;
+  try {
+    new Intl.DateTimeFormat("en-US", { timeZone: zone });
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 export function zones() {
   try {

@@ -80,14 +80,15 @@ function Row({ task, now, running, selected, onSelect, onAction }) {
       ${task.last_run_at && html`<div class="muted small">${relative(task.last_run_at, now)}</div>`}
     </td>
     <td class="num">${rate === null ? html`<span class="muted">—</span>` : html`<span title=${`${task.run_count} runs, ${task.failure_count} failed`}>${rate}%</span>`}</td>
-    <td class="actions">
-      ${can.pause && html`<button type="button" class="btn small" aria-label=${`Pause ${name}`} onClick=${() => onAction("pause", task)}>Pause</button>`}
-      ${can.resume && html`<button type="button" class="btn small" aria-label=${`Resume ${name}`} onClick=${() => onAction("resume", task)}>Resume</button>`}
+    <td class="actions"><div class="row-actions">
+      ${(can.pause || can.resume) &&
+      html`<button type="button" class="btn small" aria-label=${`${can.pause ? "Pause" : "Resume"} ${name}`}
+        onClick=${() => onAction(can.pause ? "pause" : "resume", task)}>${can.pause ? "Pause" : "Resume"}</button>`}
       <button type="button" class="btn small" aria-label=${`Run now ${name}`} onClick=${() => onAction("run", task)}>Run now</button>
       <button type="button" class="btn small" aria-label=${`History ${name}`} onClick=${() => onAction("history", task)}>History</button>
       <button type="button" class="btn small" aria-label=${`Edit ${name}`} onClick=${() => onAction("edit", task)}>Edit</button>
       <button type="button" class="btn small danger-text" aria-label=${`Delete ${name}`} onClick=${() => onAction("delete", task)}>Delete</button>
-    </td>
+    </div></td>
   </tr>`;
 }
 
@@ -125,8 +126,11 @@ export function TaskList({ onNew, onEdit, onHistory, changed }) {
   const key = JSON.stringify(filters);
   const loaded = useRef(PAGE);
   const generation = useRef(0);
+  const polling = useRef(false);
 
   const refresh = async (reset = false) => {
+    if (!reset && polling.current) return; // the last poll has not answered yet
+    polling.current = true;
     const mine = reset ? ++generation.current : generation.current;
     if (reset) loaded.current = PAGE;
     const limit = Math.min(200, Math.max(PAGE, loaded.current));
@@ -144,6 +148,8 @@ export function TaskList({ onNew, onEdit, onHistory, changed }) {
       setError(null);
     } catch (e) {
       if (mine === generation.current) setError(e);
+    } finally {
+      polling.current = false;
     }
   };
 
@@ -151,7 +157,10 @@ export function TaskList({ onNew, onEdit, onHistory, changed }) {
     setItems(null);
     setSelected(new Set());
     refresh(true);
-  }, [key, changed]);
+  }, [key]);
+  useEffect(() => {
+    if (changed) refresh(false); // a dialog saved: refresh in place (the focus goes back to a row)
+  }, [changed]);
   useEffect(() => {
     if (!visible) return undefined;
     const id = setInterval(() => refresh(false), POLL_MS);
@@ -161,7 +170,11 @@ export function TaskList({ onNew, onEdit, onHistory, changed }) {
   const loadMore = async () => {
     try {
       const page = await get(`/api/tasks${query({ ...filters, limit: PAGE, cursor })}`);
-      setItems((old) => [...old, ...page.items]);
+      generation.current += 1; // a poll that started before this page must not reset the cursor
+      setItems((old) => {
+        const known = new Set(old.map((t) => t.id));
+        return [...old, ...page.items.filter((t) => !known.has(t.id))];
+      });
       setCursor(page.next_cursor);
       loaded.current += PAGE;
     } catch (e) {
@@ -179,6 +192,7 @@ export function TaskList({ onNew, onEdit, onHistory, changed }) {
         run: async () => {
           await api("DELETE", `/api/tasks/${task.id}`);
           toast(`Deleted ${task.name}`);
+          document.getElementById("task-search")?.focus(); // its row, and its button, are gone
         },
       });
     }
@@ -255,6 +269,9 @@ export function TaskList({ onNew, onEdit, onHistory, changed }) {
         <label class="field inline"><span>Tag</span>
           <input type="text" value=${tag} size="10" onInput=${(e) => setTag(e.target.value)} /></label>
       </div>
+      ${items && items.length > 0 &&
+      html`<label class="narrow-only"><input type="checkbox" checked=${allSelected}
+        onChange=${(e) => setSelected(e.target.checked ? new Set(items.map((t) => t.id)) : new Set())} /> Select all</label>`}
     </div>
     ${selected.size > 0 &&
     html`<div class="bulkbar" role="region" aria-label="Bulk actions">

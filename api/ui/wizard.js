@@ -1,7 +1,7 @@
 // The create/edit wizard: Basics, Schedule, Action, Options; the API's 422s land on fields.
 import { ActionStep, DEFAULT_CONFIGS } from "./actions.js";
-import { Dialog } from "./dialog.js";
-import { Field, JsonField, ListField, NumberField, errorsAt } from "./form.js";
+import { Confirm, Dialog } from "./dialog.js";
+import { Field, JsonField, ListField, NumberField, errorsAt, invalidJson } from "./form.js";
 import {
   ACTION_LABELS,
   ApiError,
@@ -17,6 +17,7 @@ import {
   useEffect,
   useRef,
   useState,
+  validZone,
   zones,
 } from "./lib.js";
 
@@ -38,6 +39,7 @@ export function specOf(task) {
 // An instant shown as the wall time of a zone, for <input type="datetime-local">.
 function wallTime(iso, zone) {
   if (!iso) return "";
+  if (!validZone(zone)) zone = "UTC";
   const parts = Object.fromEntries(
     new Intl.DateTimeFormat("en-CA", {
       timeZone: zone, year: "numeric", month: "2-digit", day: "2-digit",
@@ -73,6 +75,7 @@ function newDraft() {
     action: { type: "webhook", config: structuredClone(DEFAULT_CONFIGS.webhook) },
     retry: { ...RETRY_DEFAULTS },
     timeout_seconds: 300,
+    notify: { on: ["failure"], email: [], webhook_url: null },
   };
 }
 
@@ -80,13 +83,15 @@ function draftOf(task) {
   const draft = specOf(task);
   if (draft.type === "one_time" && draft.schedule?.run_at) {
     draft._runAt = wallTime(draft.schedule.run_at, draft.schedule.timezone || "UTC");
+    // Sent back as stored (seconds, and the right side of a DST fold) unless edited.
+    draft._runAtStored = { shown: draft._runAt, zone: draft.schedule.timezone, run_at: draft.schedule.run_at };
   }
   return draft;
 }
 
 // The body sent to the API: only what the chosen type uses.
 export function bodyOf(draft) {
-  const { _runAt, _webhookAuth, ...body } = draft;
+  const { _runAt, _runAtStored: stored, _webhookAuth, ...body } = draft;
   if (body.type === "trigger") {
     delete body.schedule;
   } else {
@@ -94,7 +99,8 @@ export function bodyOf(draft) {
     delete body.concurrency;
     const schedule = { ...body.schedule };
     if (body.type === "one_time") {
-      schedule.run_at = _runAt ? `${_runAt.length === 16 ? `${_runAt}:00` : _runAt}` : null;
+      const untouched = stored && stored.shown === _runAt && stored.zone === schedule.timezone;
+      schedule.run_at = untouched ? stored.run_at : _runAt ? `${_runAt.length === 16 ? `${_runAt}:00` : _runAt}` : null;
       delete schedule.cron;
       delete schedule.interval_seconds;
       delete schedule.start_at;
@@ -110,7 +116,7 @@ export function bodyOf(draft) {
     body.schedule = schedule;
   }
   if (!body.condition) delete body.condition;
-  if (!body.notify || !body.notify.on?.length) delete body.notify;
+  if (!body.notify) delete body.notify;
   return body;
 }
 
@@ -118,9 +124,12 @@ export function bodyOf(draft) {
 function errorMap(errors) {
   const map = {};
   for (const { loc, msg } of errors || []) {
-    // Drop "body", and the action type pydantic puts after "action" (its union's tag).
+    // Drop "body", and the tag pydantic puts after "action" or "trigger" (their unions').
     const parts = (loc || []).filter(
-      (part, i, all) => !(i === 0 && part === "body") && !(all[i - 1] === "action" && part in ACTION_LABELS),
+      (part, i, all) =>
+        !(i === 0 && part === "body") &&
+        !(all[i - 1] === "action" && part in ACTION_LABELS) &&
+        !(all[i - 1] === "trigger" && ["webhook", "event", "email"].includes(part)),
     );
     const path = parts.join(".");
     map[path] = map[path] ? `${map[path]}; ${msg}` : msg;
@@ -242,7 +251,8 @@ function Preview({ draft }) {
       .catch((e) => e.name !== "AbortError" && setError(e));
     return () => controller.abort();
   }, [wanted]);
-  const zone = draft.schedule?.timezone || "UTC";
+  const typed = draft.schedule?.timezone || "UTC";
+  const zone = validZone(typed) ? typed : "UTC";
   return html`<section class="preview" aria-label="Schedule preview" aria-live="polite">
     ${error && html`<${ErrorNote} error=${error} />`}
     ${report && !report.valid &&
@@ -260,7 +270,45 @@ function Preview({ draft }) {
   </section>`;
 }
 
-function TriggerSettings({ draft, set, errors }) {
+// An existing webhook trigger task's URLs: listed (no secrets), revoked, or a new one made.
+function Webhooks({ taskId, auth, onHook }) {
+  const [items, setItems] = useState(null);
+  const [error, setError] = useState(null);
+  const load = () =>
+    get(`/api/tasks/${taskId}/webhooks`).then((r) => (setItems(r.items.filter((w) => !w.revoked_at)), setError(null))).catch(setError);
+  useEffect(() => {
+    load();
+  }, [taskId]);
+  const create = async () => {
+    try {
+      onHook(await post(`/api/tasks/${taskId}/webhook`, { auth }));
+    } catch (e) {
+      setError(e);
+    }
+  };
+  const revoke = async (hook) => {
+    try {
+      await api("DELETE", `/api/webhooks/${hook.webhook_id}`);
+      toast("Webhook revoked");
+      load();
+    } catch (e) {
+      setError(e);
+    }
+  };
+  return html`<section class="group" aria-labelledby="hooks-title">
+    <h3 id="hooks-title">Webhook URLs</h3>
+    <${ErrorNote} error=${error} onRetry=${load} />
+    ${items && !items.length && html`<p class="muted">None yet: deliveries have nowhere to go.</p>`}
+    ${items && items.length > 0 &&
+    html`<ul class="hooks">${items.map(
+      (hook) => html`<li key=${hook.webhook_id}><code>${hook.url}</code> <span class="muted small">${hook.auth}, ${hook.use_count} deliveries</span>
+        <button type="button" class="btn small danger-text" aria-label=${`Revoke ${hook.webhook_id}`} onClick=${() => revoke(hook)}>Revoke</button></li>`,
+    )}</ul>`}
+    <button type="button" class="btn small" onClick=${create}>Create webhook URL</button>
+  </section>`;
+}
+
+function TriggerSettings({ draft, set, errors, taskId, onHook }) {
   const trigger = draft.trigger || { kind: "webhook" };
   const setTrigger = (next) => set({ ...draft, trigger: next });
   const field = (name, label, extra = {}) => html`<${extra.number ? NumberField : Field} label=${label} value=${trigger[name]}
@@ -282,9 +330,10 @@ function TriggerSettings({ draft, set, errors }) {
     ${trigger.kind === "webhook" &&
     html`<${Field} label="Webhook authentication" as="select" value=${draft._webhookAuth || "hmac"}
         onValue=${(v) => set({ ...draft, _webhookAuth: v })}
-        hint="After saving, the URL and its secret are shown once. hmac: X-Cronpilot-Signature t=…,v1=…; github: X-Hub-Signature-256; token: a bearer token.">
-        <option value="hmac">HMAC signature (recommended)</option><option value="github">GitHub style</option><option value="token">Bearer token</option>
-      <//>`}
+        hint="A new webhook's URL and secret are shown once. hmac: X-Cronpilot-Signature t=…,v1=…; github: X-Hub-Signature-256; token: the secret itself in X-Cronpilot-Token.">
+        <option value="hmac">HMAC signature (recommended)</option><option value="github">GitHub style</option><option value="token">Token header</option>
+      <//>
+      ${taskId && html`<${Webhooks} taskId=${taskId} auth=${draft._webhookAuth || "hmac"} onHook=${onHook} />`}`}
     ${trigger.kind === "event" && field("event", "Event name", { attrs: { placeholder: "order.created", hint: "Starts on POST /api/events with this name, or task.succeeded / task.failed of your other tasks." } })}
     ${trigger.kind === "email" &&
     html`<div class="row">${field("imap_host", "IMAP host")}${field("imap_port", "IMAP port", { number: true })}
@@ -295,14 +344,18 @@ function TriggerSettings({ draft, set, errors }) {
       <div class="row">${field("from_contains", "From contains")}${field("subject_contains", "Subject contains")}</div>`}`;
 }
 
-function Schedule({ draft, set, errors }) {
+function Schedule({ draft, set, errors, taskId, onHook }) {
   const schedule = draft.schedule || { ...SCHEDULE_DEFAULTS };
   const setSchedule = (next) => set({ ...draft, schedule: next });
-  if (draft.type === "trigger") return html`<${TriggerSettings} draft=${draft} set=${set} errors=${errors} />`;
+  if (draft.type === "trigger") {
+    return html`${errorsAt(errors, "trigger").map((m) => html`<p class="field-error" role="alert">${m}</p>`)}
+      <${TriggerSettings} draft=${draft} set=${set} errors=${errors} taskId=${taskId} onHook=${onHook} />`;
+  }
+  const scheduleErrors = errorsAt(errors, "schedule").map((m) => html`<p class="field-error" role="alert">${m}</p>`);
   const zone = html`<${ZoneField} value=${schedule.timezone} path="schedule.timezone" errors=${errors}
     onValue=${(v) => setSchedule({ ...schedule, timezone: v })} />`;
   if (draft.type === "one_time") {
-    return html`<div class="row">
+    return html`${scheduleErrors}<div class="row">
         <${Field} label="Run at" type="datetime-local" value=${draft._runAt} path="schedule.run_at" errors=${errors}
           onValue=${(v) => set({ ...draft, _runAt: v })} hint="The wall time in the time zone beside it." />
         ${zone}
@@ -312,7 +365,7 @@ function Schedule({ draft, set, errors }) {
   const mode = schedule._mode || (schedule.interval_seconds != null && !schedule.cron ? "interval" : "cron");
   const setMode = (next) =>
     setSchedule({ ...schedule, _mode: next, ...(next === "interval" && schedule.interval_seconds == null ? { interval_seconds: 3600 } : {}), ...(next === "cron" && !schedule.cron ? { cron: "0 9 * * 1-5" } : {}) });
-  return html`<fieldset class="segmented"><legend>Repeat</legend>
+  return html`${scheduleErrors}<fieldset class="segmented"><legend>Repeat</legend>
       <label><input type="radio" name="repeat" checked=${mode === "cron"} onChange=${() => setMode("cron")} /> Cron schedule</label>
       <label><input type="radio" name="repeat" checked=${mode === "interval"} onChange=${() => setMode("interval")} /> Interval</label>
     </fieldset>
@@ -401,7 +454,7 @@ function WebhookCreated({ hook, onClose }) {
       ? `body='{"hello":"world"}'\nt=$(date +%s)\nsig=$(printf '%s' "$t.$body" | openssl dgst -sha256 -hmac '${hook.secret}' -hex | sed 's/^.* //')\ncurl -X POST '${hook.url}' -H 'Content-Type: application/json' \\\n  -H "X-Cronpilot-Signature: t=$t,v1=$sig" -d "$body"`
       : hook.auth === "github"
         ? `body='{"hello":"world"}'\nsig=$(printf '%s' "$body" | openssl dgst -sha256 -hmac '${hook.secret}' -hex | sed 's/^.* //')\ncurl -X POST '${hook.url}' -H 'Content-Type: application/json' \\\n  -H "X-Hub-Signature-256: sha256=$sig" -d "$body"`
-        : `curl -X POST '${hook.url}' -H 'Authorization: Bearer ${hook.secret}' \\\n  -H 'Content-Type: application/json' -d '{"hello":"world"}'`;
+        : `curl -X POST '${hook.url}' -H 'X-Cronpilot-Token: ${hook.secret}' \\\n  -H 'Content-Type: application/json' -d '{"hello":"world"}'`;
   const copyIt = async (what, text) => toast((await copy(text)) ? `${what} copied` : "Copy failed: select and copy it by hand");
   return html`<${Dialog} title="Webhook created" onClose=${onClose} wide>
     <div class="dialog-body">
@@ -429,7 +482,11 @@ export function Wizard({ task, onClose, onSaved }) {
   const [saving, setSaving] = useState(false);
   const [hook, setHook] = useState(null);
   const [tasks, setTasks] = useState([]);
+  const [discarding, setDiscarding] = useState(false);
   const body = useRef(null);
+  const initial = useRef(JSON.stringify(bodyOf(draft)));
+  // Escape, Cancel or the backdrop with unsaved changes asks first.
+  const requestClose = () => (JSON.stringify(bodyOf(draft)) === initial.current ? onClose() : setDiscarding(true));
   useEffect(() => {
     get("/api/tasks?limit=200").then((page) => setTasks(page.items.filter((t) => t.id !== task?.id))).catch(() => {});
   }, []);
@@ -458,36 +515,49 @@ export function Wizard({ task, onClose, onSaved }) {
     setDraft(next);
   };
   const save = async () => {
+    if (invalidJson.size) {
+      const [path, label] = [...invalidJson.entries()][0];
+      setFailure({ message: `${label} is not valid JSON: fix it, or empty it.`, items: [] });
+      const target = STEP_OF[path.split(".")[0]] ?? 3;
+      if (target !== step) setStep(target);
+      return;
+    }
     setSaving(true);
     setFailure(null);
+    let saved;
     try {
       const payload = bodyOf(draft);
-      const saved = editing ? await api("PUT", `/api/tasks/${task.id}`, payload) : await post("/api/tasks", payload);
-      onSaved(saved);
-      if (!editing && saved.type === "trigger" && saved.trigger?.kind === "webhook") {
-        setHook(await post(`/api/tasks/${saved.id}/webhook`, { auth: draft._webhookAuth || "hmac" }));
-        return;
-      }
-      toast(editing ? `Saved ${saved.name}` : `Created ${saved.name}`);
-      onClose();
+      saved = editing ? await api("PUT", `/api/tasks/${task.id}`, payload) : await post("/api/tasks", payload);
     } catch (e) {
+      setSaving(false);
       if (e instanceof ApiError && e.status === 422) {
         const map = errorMap(e.errors);
         setErrors(map);
         const target = stepWithError(map);
-        setFailure(new Error(`Please fix ${Object.keys(map).length === 1 ? "the field" : "the fields"} marked below.`));
+        // Every error, with where it is; the fields show theirs too.
+        const items = Object.entries(map).map(([path, msg]) => `${path || "task"}: ${msg}`);
+        setFailure({ message: "The task was not saved. Please fix:", items });
         if (target !== null && target !== step) setStep(target);
       } else setFailure(e);
-    } finally {
-      setSaving(false);
+      return;
     }
+    onSaved(saved);
+    if (!editing && saved.type === "trigger" && saved.trigger?.kind === "webhook") {
+      try {
+        setHook(await post(`/api/tasks/${saved.id}/webhook`, { auth: draft._webhookAuth || "hmac" }));
+        return;
+      } catch (e) {
+        toast(`Created ${saved.name}, but not its webhook (${e.message}): make one from Edit.`, "error");
+      }
+    } else toast(editing ? `Saved ${saved.name}` : `Created ${saved.name}`);
+    onClose();
   };
-  if (hook) return html`<${WebhookCreated} hook=${hook} onClose=${onClose} />`;
+  if (hook) return html`<${WebhookCreated} hook=${hook} onClose=${editing ? () => setHook(null) : onClose} />`;
   const title = editing ? "Edit task" : "New task";
   const stepErrors = (i) => Object.keys(errors).some((path) => (STEP_OF[path.split(".")[0]] ?? 3) === i);
   const Body = [Basics, Schedule, ActionStep, Options][step];
   const last = step === STEPS.length - 1;
-  return html`<${Dialog} title=${title} onClose=${onClose} wide className="wizard">
+  return html`<${Dialog} title=${title} onClose=${requestClose} wide className="wizard">
     <form class="wizard-form" onSubmit=${(e) => (e.preventDefault(), last ? save() : setStep(step + 1))} novalidate>
       <nav aria-label="Steps"><ol class="steps">
         ${STEPS.map((name, i) => html`<li><button type="button" class=${`step ${i === step ? "current" : ""} ${stepErrors(i) ? "has-errors" : ""}`}
@@ -496,13 +566,15 @@ export function Wizard({ task, onClose, onSaved }) {
       </ol></nav>
       <div class="dialog-body" ref=${body}>
         <h3 class="sr-only">${STEPS[step]}</h3>
-        <${ErrorNote} error=${failure} />
+        ${failure &&
+        html`<div class="error-note" role="alert"><div>${failure.message}
+          ${failure.items?.length > 0 && html`<ul>${failure.items.map((item) => html`<li>${item}</li>`)}</ul>`}</div></div>`}
         ${step === 2
           ? html`<${ActionStep} action=${draft.action} errors=${errors} tasks=${tasks} onAction=${(action) => set({ ...draft, action })} />`
-          : html`<${Body} draft=${draft} set=${set} errors=${errors} />`}
+          : html`<${Body} draft=${draft} set=${set} errors=${errors} taskId=${task?.id} onHook=${setHook} />`}
       </div>
       <footer class="dialog-foot">
-        <button type="button" class="btn" onClick=${onClose}>Cancel</button>
+        <button type="button" class="btn" onClick=${requestClose}>Cancel</button>
         <span class="spacer"></span>
         ${step > 0 && html`<button type="button" class="btn" onClick=${() => setStep(step - 1)}>Back</button>`}
         ${last
@@ -510,5 +582,8 @@ export function Wizard({ task, onClose, onSaved }) {
           : html`<button type="submit" class="btn primary">Next</button>`}
       </footer>
     </form>
-  <//>`;
+  <//>
+  ${discarding &&
+  html`<${Confirm} title="Discard your changes?" message="What you entered in this wizard is not saved."
+    onCancel=${() => setDiscarding(false)} onConfirm=${onClose} />`}`;
 }

@@ -234,7 +234,9 @@ def test_a_one_time_task_and_a_webhook_trigger_task(signed_in: Page, ui_server: 
         hour=9, minute=15, second=0, microsecond=0
     )
     wizard.get_by_label("Run at", exact=True).fill(run_at.strftime("%Y-%m-%dT%H:%M"))
-    wizard.get_by_label("Time zone", exact=True).fill("Europe/Berlin")
+    zone = wizard.get_by_label("Time zone", exact=True)
+    zone.fill("")
+    zone.press_sequentially("Europe/Berlin")  # half-typed zones on the way must not break it
     expect(wizard.get_by_role("region", name="Schedule preview")).to_contain_text("Next runs")
     wizard.get_by_role("button", name="Next", exact=True).click()
     wizard.get_by_role("radio", name="Send email", exact=True).check()
