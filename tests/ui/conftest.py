@@ -420,13 +420,13 @@ def page(
         )
 
 
-def shot(page: Page, name: str, *, full_page: bool = False) -> Path:
-    """Save a screenshot as test-artifacts/ui/<name>.png; with
-    CRONPILOT_UPDATE_DOCS_SCREENSHOTS=1, also as docs/screenshots/<name>.png."""
+def shot(page: Page, name: str, *, full_page: bool = False, docs: bool = False) -> Path:
+    """Save a screenshot as test-artifacts/ui/<name>.png; a ``docs`` one, with
+    CRONPILOT_UPDATE_DOCS_SCREENSHOTS=1, also as docs/screenshots/<name>.png (the README's)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{_artifact_name(name)}.png"
     page.screenshot(path=path, full_page=full_page, animations="disabled", caret="hide")
-    if os.environ.get(UPDATE_DOCS_ENV, "") not in ("", "0"):
+    if docs and os.environ.get(UPDATE_DOCS_ENV, "") not in ("", "0"):
         DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, DOCS_SCREENSHOTS / path.name)
     return path
