@@ -9,7 +9,7 @@ import re
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -73,7 +73,7 @@ def a_task_with_a_run(ui_server: UiServer) -> str:
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_every_view_passes_wcag_aa(
-    page: Page, ui_server: UiServer, a_task_with_a_run: str, scheme: str
+    page: Page, ui_server: UiServer, a_task_with_a_run: str, scheme: Literal["light", "dark"]
 ) -> None:
     name = a_task_with_a_run
     page.emulate_media(color_scheme=scheme)
