@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import httpx
 import psycopg
 import pytest
+from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
@@ -190,6 +191,7 @@ def settings(
         google_token_url=google_peer.token_url,
         files_root=tmp_path_factory.mktemp("files"),
         imap_ca_file=imap_server.cert_file,
+        data_dir=tmp_path_factory.mktemp("data"),
     )
 
 
@@ -241,19 +243,25 @@ async def target() -> AsyncIterator[HttpTarget]:
 
 
 @pytest.fixture(scope="session")
-async def app_client(
+async def api_app(
     settings: Settings,
     temporal: Client,
     worker: None,  # noqa: ARG001 - runs need a polling worker
-) -> AsyncIterator[httpx.AsyncClient]:
-    """The API app with its lifespan, driven over ASGI. It reconciles at start only: a
-    periodic pass in the middle of the session would undo the drift that reconcile tests
-    make on purpose before they reconcile themselves."""
+) -> AsyncIterator[FastAPI]:
+    """The API app, its lifespan running. It reconciles at start only: a periodic pass in
+    the middle of the session would undo the drift that reconcile tests make on purpose
+    before they reconcile themselves."""
     app = create_app(settings, temporal=temporal, reconcile_every=SESSION_LONG)
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://cronpilot") as client:
-            yield client
+        yield app
+
+
+@pytest.fixture(scope="session")
+async def app_client(api_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """The API app driven over ASGI."""
+    transport = httpx.ASGITransport(app=api_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://cronpilot") as client:
+        yield client
 
 
 class ApiUser:

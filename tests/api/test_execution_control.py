@@ -5,7 +5,8 @@ report each id's own trouble, and pause and resume move `updated_at`."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, update
@@ -115,3 +116,54 @@ async def test_rerun_runs_the_task_again_and_links_the_runs(
     assert {item["rerun_of"] for item in listed.json()["items"]} == {None, first["execution_id"]}
     missing = await user.post(f"/api/executions/{uuid.uuid4()}/rerun")
     assert missing.status_code == 404
+
+
+async def test_all_executions_of_a_user_filtered_and_paged(
+    user: ApiUser, make_user: Callable[[], Awaitable[ApiUser]]
+) -> None:
+    """GET /api/executions: the web UI's calendar (past runs) and running badges read it."""
+    once = {"max_attempts": 1}
+    first = await user.create_task(recurring(URL, interval_seconds=3600, name="a", retry=once))
+    second = await user.create_task(recurring(URL, interval_seconds=3600, name="b", retry=once))
+    before = datetime.now(UTC)
+    ran = [await user.run_to_end(task["id"]) for task in (first, second, first)]
+    after = datetime.now(UTC)
+
+    everything = (await user.get("/api/executions")).json()
+    assert [run["id"] for run in everything["items"]] == [run["id"] for run in reversed(ran)]
+    assert {"logs", "result", "steps"}.isdisjoint(everything["items"][0])
+    assert everything["items"][0]["temporal"]["ui_url"]
+
+    of_first = (await user.get("/api/executions", params={"task_id": first["id"]})).json()
+    assert [run["id"] for run in of_first["items"]] == [ran[2]["id"], ran[0]["id"]]
+    failed = (await user.get("/api/executions", params={"status": "failed"})).json()
+    assert len(failed["items"]) == 3
+    assert (await user.get("/api/executions", params={"status": "running"})).json()["items"] == []
+
+    window = {"from": ran[1]["started_at"], "to": ran[2]["started_at"]}  # [from, to)
+    inside = (await user.get("/api/executions", params=window)).json()
+    assert [run["id"] for run in inside["items"]] == [ran[1]["id"]]
+    span = {"from": before.isoformat(), "to": after.isoformat()}
+    assert len((await user.get("/api/executions", params=span)).json()["items"]) == 3
+
+    page = (await user.get("/api/executions", params={"limit": 2})).json()
+    rest = (await user.get("/api/executions", params={"cursor": page["next_cursor"]})).json()
+    assert [run["id"] for run in page["items"] + rest["items"]] == [
+        run["id"] for run in reversed(ran)
+    ]
+    assert rest["next_cursor"] is None
+
+    stranger = await make_user()
+    assert (await stranger.get("/api/executions")).json()["items"] == []
+    assert (await stranger.get("/api/executions", params={"task_id": first["id"]})).json()[
+        "items"
+    ] == []
+
+    for params, where in (
+        ({"from": "yesterday"}, "from"),
+        ({"from": after.isoformat(), "to": before.isoformat()}, "to"),
+        ({"status": "finished"}, "status"),
+    ):
+        refused = await user.get("/api/executions", params=params)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["errors"][0]["loc"] == ["query", where]
