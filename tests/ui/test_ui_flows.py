@@ -2,7 +2,7 @@
 task made through every wizard step (with a validation error fixed in place) that runs and
 shows up live, pause and resume, its history and a log line, the calendar, a one-time task,
 a webhook trigger task whose URL then takes a signed delivery, bulk pause, delete, keyboard
-only, and a 360 px viewport. The docs' screenshots are taken here."""
+only, and a 360 px viewport."""
 
 from __future__ import annotations
 
