@@ -2,6 +2,7 @@
 import { CalendarView } from "./calendar.js";
 import { Dialog } from "./dialog.js";
 import { HistoryDialog } from "./history.js";
+import { SecretsView } from "./secrets.js";
 import { ApiError, Toasts, auth, get, html, post, render, useEffect, useErrorBoundary, useLayoutEffect, useState } from "./lib.js";
 import { TaskList } from "./tasks.js";
 import { Wizard } from "./wizard.js";
@@ -75,7 +76,8 @@ function Shortcuts({ onClose }) {
   <//>`;
 }
 
-const viewOf = () => (location.hash.startsWith("#/calendar") ? "calendar" : "tasks");
+const viewOf = () =>
+  location.hash.startsWith("#/calendar") ? "calendar" : location.hash.startsWith("#/secrets") ? "secrets" : "tasks";
 
 function Shell({ me, onSignOut }) {
   const [view, setView] = useState(viewOf());
@@ -130,6 +132,7 @@ function Shell({ me, onSignOut }) {
       <nav aria-label="Main">
         <a href="#/tasks" aria-current=${view === "tasks" ? "page" : undefined}>Tasks</a>
         <a href="#/calendar" aria-current=${view === "calendar" ? "page" : undefined}>Calendar</a>
+        <a href="#/secrets" aria-current=${view === "secrets" ? "page" : undefined}>Secrets</a>
       </nav>
       <span class="spacer"></span>
       <button type="button" class="btn primary" onClick=${() => setDialog({ kind: "wizard" })}
@@ -145,7 +148,9 @@ function Shell({ me, onSignOut }) {
             onNew=${() => setDialog({ kind: "wizard" })}
             onEdit=${(task) => setDialog({ kind: "wizard", task })}
             onHistory=${(task) => setDialog({ kind: "history", task })} />`
-        : html`<${CalendarView} onOpenTask=${openTask} />`}
+        : view === "calendar"
+          ? html`<${CalendarView} onOpenTask=${openTask} />`
+          : html`<${SecretsView} />`}
     <//></main>
     ${dialog?.kind === "wizard" &&
     html`<${Guard}><${Wizard} task=${dialog.task} onClose=${close} onSaved=${saved} /><//>`}

@@ -59,6 +59,29 @@ function merge(previous, page) {
     : { items: fresh, cursor: page.next_cursor };
 }
 
+// The task's numbers (GET /api/tasks/{id}/stats), refreshed with the list.
+function Stats({ taskId, tick }) {
+  const [stats, setStats] = useState(null);
+  useEffect(() => {
+    get(`/api/tasks/${encodeURIComponent(taskId)}/stats`).then(setStats).catch(() => {});
+  }, [taskId, tick]);
+  if (!stats) return null;
+  const rate = stats.success_rate === null ? "—" : `${Math.round(stats.success_rate * 1000) / 10}%`;
+  const facts = [
+    ["Runs", stats.total],
+    ["Succeeded", stats.succeeded],
+    ["Failed", stats.failed],
+    ["Skipped", stats.skipped],
+    ["Success rate", rate],
+    ["Average", formatDuration(stats.avg_duration_ms === null ? null : Math.round(stats.avg_duration_ms))],
+    ["p95", formatDuration(stats.p95_duration_ms)],
+    ["Last 24 h", `${stats.last_24h.total} (${stats.last_24h.failed} failed)`],
+  ];
+  return html`<dl class="task-stats" aria-label="Statistics">
+    ${facts.map(([name, value]) => html`<div><dt>${name}</dt><dd>${value}</dd></div>`)}
+  </dl>`;
+}
+
 export function HistoryDialog({ task, onClose }) {
   const [status, setStatus] = useState("");
   const [list, setList] = useState(null); // {items, cursor} once the first page came
@@ -180,6 +203,7 @@ export function HistoryDialog({ task, onClose }) {
         <button type="button" class="btn primary" onClick=${runNow} disabled=${starting}
           aria-label="Run now">${starting ? "Starting…" : "Run now"}</button>
       </div>
+      <${Stats} taskId=${task.id} tick=${items.filter((e) => e.status !== "running").length} />
       ${error && html`<${ErrorNote} error=${error} onRetry=${() => refresh()} />`}
       ${list === null && loading && html`<${Spinner} label="Loading runs" />`}
       ${list !== null && !items.length && !error &&
