@@ -78,17 +78,15 @@ async def list_executions(
     execution for those)."""
     if await crud.get_task(session, user_id=user.id, task_id=task_id) is None:
         raise NotFound("task")
-    rows, next_cursor = await crud.list_executions(
+    return await _page(
         session,
+        settings,
         user_id=user.id,
         task_id=task_id,
         status=status,
         workflow_id=workflow_id,
         limit=limit,
         cursor=cursor,
-    )
-    return ExecutionPage(
-        items=[execution_summary(row, settings) for row in rows], next_cursor=next_cursor
     )
 
 
@@ -111,8 +109,9 @@ async def list_all_executions(
     started_to = bounded_instant(to, "to")
     if started_from and started_to and started_to < started_from:
         raise Invalid([{"loc": ["query", "to"], "msg": "must be after from"}])
-    rows, next_cursor = await crud.list_executions(
+    return await _page(
         session,
+        settings,
         user_id=user.id,
         task_id=task_id,
         status=status,
@@ -121,6 +120,11 @@ async def list_all_executions(
         limit=limit,
         cursor=cursor,
     )
+
+
+async def _page(session: AsyncSession, settings: Settings, **filters: Any) -> ExecutionPage:
+    """A page of executions as lists show them (``filters`` go to crud.list_executions)."""
+    rows, next_cursor = await crud.list_executions(session, **filters)
     return ExecutionPage(
         items=[execution_summary(row, settings) for row in rows], next_cursor=next_cursor
     )

@@ -39,7 +39,14 @@ from tests.conftest import ADMIN_URL
 from tests.fixtures.loopback import free_port
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, ViewportSize
+    from playwright.sync_api import (
+        Browser,
+        BrowserContext,
+        ConsoleMessage,
+        Locator,
+        Page,
+        ViewportSize,
+    )
     from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import Request as PlaywrightRequest
     from playwright.sync_api import Response as PlaywrightResponse
@@ -430,3 +437,14 @@ def shot(page: Page, name: str, *, full_page: bool = False, docs: bool = False) 
         DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, DOCS_SCREENSHOTS / path.name)
     return path
+
+
+def new_task(page: Page, name: str, task_type: str | None = None) -> Locator:
+    """Open the New task wizard, fill its name and, when given, pick its type card
+    (``One-time``, ``Recurring``, ``Trigger``); the wizard's dialog."""
+    page.get_by_role("button", name="New task", exact=True).click()
+    wizard = page.get_by_role("dialog", name="New task")
+    wizard.get_by_label("Name", exact=True).fill(name)
+    if task_type:
+        wizard.get_by_role("radio", name=task_type, exact=True).check()
+    return wizard

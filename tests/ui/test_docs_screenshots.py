@@ -11,7 +11,7 @@ from typing import Any
 
 from playwright.sync_api import Page, expect
 
-from tests.ui.conftest import UiServer, shot
+from tests.ui.conftest import UiServer, new_task, shot
 
 
 def _task(ui_server: UiServer, body: dict[str, Any]) -> dict[str, Any]:
@@ -92,9 +92,7 @@ def test_the_readme_screenshots(page: Page, ui_server: UiServer) -> None:
     shot(page, "tasks", docs=True)
     page.get_by_role("button", name="Clear selection", exact=True).click()
 
-    page.get_by_role("button", name="New task", exact=True).click()
-    wizard = page.get_by_role("dialog", name="New task")
-    wizard.get_by_label("Name", exact=True).fill("Month-end invoices")
+    wizard = new_task(page, "Month-end invoices")
     wizard.get_by_role("button", name="Next", exact=True).click()
     wizard.get_by_label("Preset", exact=True).select_option(label="Monthly")
     wizard.get_by_label("At", exact=True).fill("02:30")

@@ -9,7 +9,7 @@ import uuid
 
 from playwright.sync_api import Page, expect
 
-from tests.ui.conftest import PageProblems, UiServer
+from tests.ui.conftest import PageProblems, UiServer, new_task
 
 
 def test_a_secret_then_an_email_trigger_task_that_names_it(page: Page, ui_server: UiServer) -> None:
@@ -30,10 +30,7 @@ def test_a_secret_then_an_email_trigger_task_that_names_it(page: Page, ui_server
     assert secret in names
 
     name = f"Inbox {uuid.uuid4().hex[:6]}"
-    page.get_by_role("button", name="New task", exact=True).click()
-    wizard = page.get_by_role("dialog", name="New task")
-    wizard.get_by_label("Name", exact=True).fill(name)
-    wizard.get_by_role("radio", name="Trigger", exact=True).check()
+    wizard = new_task(page, name, "Trigger")
     wizard.get_by_role("button", name="Next", exact=True).click()
     wizard.get_by_role("radio", name="Email", exact=True).check()
     wizard.get_by_label("IMAP host", exact=True).fill("127.0.0.1")
@@ -76,10 +73,7 @@ def test_an_event_trigger_task_runs_on_its_event_and_shows_its_statistics(
     name = f"On order {uuid.uuid4().hex[:6]}"
     event = f"order.created.{uuid.uuid4().hex[:6]}"
     page.goto(ui_server.sign_in_url)
-    page.get_by_role("button", name="New task", exact=True).click()
-    wizard = page.get_by_role("dialog", name="New task")
-    wizard.get_by_label("Name", exact=True).fill(name)
-    wizard.get_by_role("radio", name="Trigger", exact=True).check()
+    wizard = new_task(page, name, "Trigger")
     wizard.get_by_role("button", name="Next", exact=True).click()
     wizard.get_by_role("radio", name="Event", exact=True).check()
     wizard.get_by_label("Event name", exact=True).fill("not an event name!")

@@ -18,7 +18,7 @@ import pytest
 from playwright.sync_api import Locator, Page, expect
 
 from api.signatures import sign
-from tests.ui.conftest import PageProblems, UiServer, shot
+from tests.ui.conftest import PageProblems, UiServer, new_task, shot
 
 
 def _unique(prefix: str) -> str:
@@ -223,10 +223,7 @@ def test_a_recurring_task_through_the_wizard_runs_live_pauses_and_shows_its_hist
 def test_a_one_time_task_and_a_webhook_trigger_task(signed_in: Page, ui_server: UiServer) -> None:
     page = signed_in
     once = _unique("Renewal reminder")
-    page.get_by_role("button", name="New task", exact=True).click()
-    wizard = page.get_by_role("dialog", name="New task")
-    wizard.get_by_label("Name", exact=True).fill(once)
-    wizard.get_by_role("radio", name="One-time", exact=True).check()
+    wizard = new_task(page, once, "One-time")
     wizard.get_by_role("button", name="Next", exact=True).click()
     berlin = ZoneInfo("Europe/Berlin")
     run_at = (datetime.now(berlin) + timedelta(days=3)).replace(
@@ -251,10 +248,7 @@ def test_a_one_time_task_and_a_webhook_trigger_task(signed_in: Page, ui_server: 
     assert saved["action"]["config"]["to"] == ["me@example.com", "you@example.com"]
 
     hooked = _unique("Order intake")
-    page.get_by_role("button", name="New task", exact=True).click()
-    wizard = page.get_by_role("dialog", name="New task")
-    wizard.get_by_label("Name", exact=True).fill(hooked)
-    wizard.get_by_role("radio", name="Trigger", exact=True).check()
+    wizard = new_task(page, hooked, "Trigger")
     wizard.get_by_role("button", name="Next", exact=True).click()
     wizard.get_by_role("radio", name="Webhook", exact=True).check()
     wizard.get_by_label("Webhook authentication", exact=True).select_option("hmac")

@@ -11,7 +11,7 @@ import uuid
 
 from playwright.sync_api import Locator, Page, expect
 
-from tests.ui.conftest import UiServer, shot
+from tests.ui.conftest import UiServer, new_task, shot
 
 ACTIONS = {
     "Webhook": ["URL", "Method", "Headers (JSON)", "Body (JSON)"],
@@ -28,9 +28,7 @@ ACTIONS = {
 
 def _new_task(page: Page, ui_server: UiServer, name: str) -> Locator:
     page.goto(ui_server.sign_in_url)
-    page.get_by_role("button", name="New task", exact=True).click()
-    wizard = page.get_by_role("dialog", name="New task")
-    wizard.get_by_label("Name", exact=True).fill(name)
+    wizard = new_task(page, name)
     wizard.get_by_role("button", name="Action").click()
     return wizard
 
