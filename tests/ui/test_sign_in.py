@@ -83,3 +83,15 @@ def test_the_sign_in_exchange_and_the_pages_policy(ui_server: UiServer) -> None:
     me = ui_server.api("GET", "/api/me")
     assert me.status_code == 200, me.text
     assert me.json()["name"] == "dev"
+
+
+def test_a_refused_key_returns_to_sign_in(
+    page: Page, ui_server: UiServer, page_errors: PageProblems
+) -> None:
+    page_errors.allow(r"status of 401 ")  # the list's next poll with the revoked key
+    page.goto(ui_server.sign_in_url)
+    expect(page.get_by_role("button", name="Sign out", exact=True)).to_be_visible()
+    page.evaluate("() => sessionStorage.setItem('cronpilot.apiKey', 'cp_revoked-meanwhile')")
+    expect(page.get_by_label("API key", exact=True)).to_be_visible()
+    expect(page.get_by_role("alert")).to_contain_text("Sign in again")
+    assert page.evaluate(STORED_KEY) is None
