@@ -391,3 +391,23 @@ def test_a_360_px_viewport(signed_in: Page, ui_server: UiServer) -> None:
     expect(page.get_by_role("button", name="Next month", exact=True)).to_be_visible()
     assert fits(), "the calendar scrolls sideways at 360 px"
     shot(page, "calendar-360", full_page=True)
+
+
+def test_the_list_pages_with_load_more(signed_in: Page, ui_server: UiServer) -> None:
+    page = signed_in
+    tag = f"paging{uuid.uuid4().hex[:6]}"
+    ids = [
+        str(_create_via_api(ui_server, f"Page {tag} {n:02d}", tags=[tag])["id"]) for n in range(52)
+    ]
+    page.get_by_label("Tag", exact=True).fill(tag)
+    rows = page.get_by_role("row").filter(has_text=tag)
+    expect(rows).to_have_count(50)
+    page.get_by_role("button", name="Load more tasks", exact=True).click()
+    expect(rows).to_have_count(52)
+    expect(page.get_by_role("button", name="Load more tasks", exact=True)).to_have_count(0)
+    # Newest first; the oldest two came with the second page.
+    expect(rows.last).to_contain_text(f"Page {tag} 00")
+    page.wait_for_timeout(1500)  # a poll or two later, the loaded page is still there
+    expect(rows).to_have_count(52)
+    done = ui_server.api("POST", "/api/tasks/bulk-delete", {"ids": ids}).json()["results"]
+    assert all(result["ok"] for result in done)
