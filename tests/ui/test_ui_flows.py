@@ -389,6 +389,8 @@ def test_a_360_px_viewport(signed_in: Page, ui_server: UiServer) -> None:
     page.keyboard.press("Escape")
     page.get_by_role("link", name="Calendar", exact=True).click()
     expect(page.get_by_role("button", name="Next month", exact=True)).to_be_visible()
+    expect(page.get_by_text("Loading runs")).to_have_count(0)
+    expect(page.locator(".chip").first).to_be_visible()
     assert fits(), "the calendar scrolls sideways at 360 px"
     shot(page, "calendar-360", full_page=True)
 
