@@ -30,7 +30,7 @@ from api.routes import (
     tasks,
     webhooks,
 )
-from api.ui import install_ui
+from api.web_ui import install_ui
 from schema.db import create_engine, create_sessionmaker
 from schema.settings import Settings, get_settings
 from schema.temporal import connect
