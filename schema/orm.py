@@ -190,4 +190,13 @@ class TaskExecution(Base):
             sqlite_where=text("status = 'running'"),
         ),
         Index("ix_task_executions_started", "started_at"),
+        # A user's runs in flight (the web UI's list asks every second).
+        Index(
+            "ix_task_executions_user_running",
+            "user_id",
+            "started_at",
+            "id",
+            postgresql_where=text("status = 'running'"),
+            sqlite_where=text("status = 'running'"),
+        ),
     )

@@ -105,3 +105,16 @@ async def test_duration_statistics_read_only_the_newest_runs(
     plan = await _plan(db, lambda s: crud.duration_stats(s, task_id=task_id))
     assert "ix_task_executions_task_started" in plan, plan
     assert not _sorted(plan), plan
+
+
+async def test_a_users_runs_in_flight_read_only_runs_in_flight(
+    db: async_sessionmaker[AsyncSession], history: tuple[uuid.UUID, uuid.UUID]
+) -> None:
+    """The web UI's task list asks every second (GET /api/executions?status=running): the
+    answer must not scan the user's whole history for the few running rows."""
+    user_id, _ = history
+    plan = await _plan(
+        db, lambda s: crud.list_executions(s, user_id=user_id, status="running", limit=200)
+    )
+    assert "ix_task_executions_user_running" in plan, plan
+    assert not _sorted(plan), plan
