@@ -327,7 +327,7 @@ async def rotate_secrets(settings: Settings) -> int:
 
 async def _ensure_dev_key(settings: Settings) -> str:
     """The dev user's key: the one kept in the data dir if still valid, else a new one."""
-    key_file = settings.data_dir / "dev-api-key"
+    key_file = settings.dev_key_file
     engine = create_engine(settings.resolved_database_url)
     try:
         async with create_sessionmaker(engine).begin() as session:
@@ -691,7 +691,7 @@ async def _run_dev(
         await _migrate(settings)
         key = await _ensure_dev_key(settings)
         sign_in = secrets.token_urlsafe(24)
-        _write_private(settings.data_dir / "dev-sign-in-token", sign_in + "\n")
+        _write_private(settings.dev_sign_in_file, sign_in + "\n")
         import worker
 
         async with worker.running_workers(settings, client) as workers_ended:
@@ -736,7 +736,7 @@ def _banner(settings: Settings, key: str, sign_in: str) -> str:
             f"  Temporal UI  {settings.temporal_ui_url}",
             f"  database     {settings.resolved_database_url}",
             f"  API key      {key}",
-            f"  (kept in {settings.data_dir / 'dev-api-key'})",
+            f"  (kept in {settings.dev_key_file})",
             "",
         ]
     )

@@ -19,8 +19,6 @@ from api.deps import StateDep
 from api.errors import problem_response
 
 UI_DIR = Path(__file__).parent / "ui"
-SIGN_IN_TOKEN_FILE = "dev-sign-in-token"
-DEV_KEY_FILE = "dev-api-key"
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "[::1]", "::1"}
 
 # No inline script, no eval, nothing from another origin. Styles too come only from files;
@@ -67,8 +65,8 @@ async def dev_sign_in(body: DevSignIn, request: Request, state: StateDep) -> Res
     if not _is_loopback(request):
         return problem_response(403, "the sign-in link works only from this machine")
     try:
-        token = (settings.data_dir / SIGN_IN_TOKEN_FILE).read_text().strip()
-        key = (settings.data_dir / DEV_KEY_FILE).read_text().strip()
+        token = settings.dev_sign_in_file.read_text().strip()
+        key = settings.dev_key_file.read_text().strip()
     except OSError:
         return problem_response(404, "not found")
     if not token or not hmac.compare_digest(token.encode(), body.token.encode()):

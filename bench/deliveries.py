@@ -19,13 +19,19 @@ Usage: ``.venv/bin/python bench/deliveries.py [--n 200]``
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 import sys
 import time
 import uuid
 
-from _harness import DevServer, HookServer, add_server_arguments, bounded, cronpilot_dev, percentile
+from _harness import (
+    DevServer,
+    HookServer,
+    add_server_arguments,
+    bounded,
+    cronpilot_dev,
+    percentile,
+    run,
+)
 from temporalio import workflow
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
@@ -163,13 +169,9 @@ async def _bench(args: argparse.Namespace) -> None:
 
 def main() -> None:
     args = _parser().parse_args()
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     if args.n < 1 or args.concurrency < 1 or args.task_concurrency < 1:
         sys.exit("--n, --concurrency and --task-concurrency must be at least 1")
-    try:
-        asyncio.run(_bench(args))
-    except KeyboardInterrupt:
-        sys.exit("interrupted")
+    run(_bench(args))
 
 
 if __name__ == "__main__":

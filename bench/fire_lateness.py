@@ -32,7 +32,6 @@ import argparse
 import asyncio
 import contextlib
 import math
-import signal
 import sys
 import time
 import uuid
@@ -48,6 +47,7 @@ from _harness import (
     bounded,
     cronpilot_dev,
     percentile,
+    run,
 )
 from temporalio import activity, workflow
 from temporalio.client import (
@@ -391,14 +391,9 @@ async def _measure(args: argparse.Namespace, n: int, hook: HookServer, dev: DevS
 
 def main() -> None:
     args = _parser().parse_args()
-    # SIGTERM stops like Ctrl-C: the dev server and the bench database are cleaned up.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     if args.n < 1:
         sys.exit("--n must be at least 1")
-    try:
-        sys.exit(asyncio.run(_bench(args)))
-    except KeyboardInterrupt:
-        sys.exit("interrupted")
+    sys.exit(run(_bench(args)))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 import time
 import uuid
@@ -33,7 +32,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from _harness import DevServer, HookServer, add_server_arguments, bounded, cronpilot_dev
+from _harness import DevServer, HookServer, add_server_arguments, bounded, cronpilot_dev, run
 from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
@@ -224,14 +223,9 @@ async def _bench(args: argparse.Namespace) -> None:
 
 def main() -> None:
     args = _parser().parse_args()
-    # SIGTERM stops like Ctrl-C: the dev server and the bench database are cleaned up.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     if args.n < 1 or args.concurrency < 1 or args.warmup < 0:
         sys.exit("--n and --concurrency must be at least 1, --warmup at least 0")
-    try:
-        asyncio.run(_bench(args))
-    except KeyboardInterrupt:
-        sys.exit("interrupted")
+    run(_bench(args))
 
 
 if __name__ == "__main__":

@@ -167,6 +167,16 @@ class Settings(BaseSettings):
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'cronpilot.db').resolve()}"
 
+    @property
+    def dev_key_file(self) -> Path:
+        """Where `cronpilot dev` keeps the dev user's API key."""
+        return self.data_dir / "dev-api-key"
+
+    @property
+    def dev_sign_in_file(self) -> Path:
+        """Where `cronpilot dev` keeps its UI link's token (new at every start)."""
+        return self.data_dir / "dev-sign-in-token"
+
 
 @lru_cache
 def get_settings() -> Settings:

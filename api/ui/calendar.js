@@ -18,30 +18,22 @@ import {
   ErrorNote,
   Spinner,
   browserZone,
+  specOf,
+  statusWord,
 } from "./lib.js";
 import { Dialog } from "./dialog.js";
 
 const POLL_MS = 10000;
 const TASKS_MAX_AGE_MS = 60000;
+// Upcoming runs cost the server a Temporal call per active task: a poll reuses them this
+// long (past runs, which is what a poll is for, are read every time).
+const UPCOMING_MAX_AGE_MS = 60000;
 const TASK_PAGES_MAX = 50;
 const PAST_PAGES_MAX = 5;
 const PAST_PAGE_SIZE = 200;
 const UPCOMING_LIMIT = 1000;
 const CHIPS_PER_DAY = 3;
 const DELETED = "deleted task";
-// What a task as returned adds to its spec: POST /api/tasks/validate refuses these.
-const READ_ONLY = [
-  "id",
-  "status",
-  "created_at",
-  "updated_at",
-  "next_run_at",
-  "last_run_at",
-  "last_status",
-  "run_count",
-  "failure_count",
-  "temporal",
-];
 const ICONS = {
   upcoming: "○",
   running: "●",
@@ -59,7 +51,6 @@ const validations = new Map();
 
 const pad = (n) => String(n).padStart(2, "0");
 const dayKey = (date) => `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}`;
-const statusWord = (status) => (status || "").replace("_", " ");
 const clock = (date) =>
   date.toLocaleTimeString("en-GB", { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
 
@@ -85,12 +76,6 @@ function buildGrid(year, month) {
 
 function isDstCandidate(task) {
   return task.status === "active" && task.type === "recurring" && !!(task.schedule && task.schedule.cron);
-}
-
-function specOf(task) {
-  const spec = { ...task };
-  for (const field of READ_ONLY) delete spec[field];
-  return spec;
 }
 
 // The task's warnings that name a day ("2027-03-28: the DST change in ... skips runs: ...").
@@ -120,6 +105,7 @@ export function CalendarView({ onOpenTask }) {
   const headingId = useRef(uid("cal")).current;
   const cache = useRef({ byId: new Map(), fetchedAt: 0, missing: new Set() });
   const current = useRef(null); // the load in flight: its AbortController
+  const upcomingKept = useRef({ first: null, fetchedAt: 0, items: [] });
 
   const fetchTasks = useCallback(async (signal) => {
     const byId = new Map();
@@ -169,14 +155,18 @@ export function CalendarView({ onOpenTask }) {
         const pastTo = now < grid.end ? now : grid.end;
         const known = cache.current;
         const stale = !known.fetchedAt || Date.now() - known.fetchedAt > TASKS_MAX_AGE_MS;
+        const kept = upcomingKept.current;
+        const reuse = quiet && kept.first === grid.first.getTime() && Date.now() - kept.fetchedAt < UPCOMING_MAX_AGE_MS;
         const [upcoming, past] = await Promise.all([
-          upFrom < grid.end
-            ? get(
-                "/api/tasks/upcoming" +
-                  query({ from: upFrom.toISOString(), to: grid.end.toISOString(), limit: UPCOMING_LIMIT }),
-                { signal }
-              )
-            : { items: [] },
+          reuse
+            ? { items: kept.items.filter((u) => new Date(u.at) >= now) }
+            : upFrom < grid.end
+              ? get(
+                  "/api/tasks/upcoming" +
+                    query({ from: upFrom.toISOString(), to: grid.end.toISOString(), limit: UPCOMING_LIMIT }),
+                  { signal }
+                )
+              : { items: [] },
           grid.first < pastTo ? fetchPast(grid.first, pastTo, signal) : { items: [], truncated: false },
           stale ? fetchTasks(signal) : null,
         ]);
@@ -186,6 +176,7 @@ export function CalendarView({ onOpenTask }) {
         if (unknown.length && !stale) await fetchTasks(signal);
         for (const id of unknown) if (!known.byId.has(id)) known.missing.add(id);
         if (current.current !== controller) return;
+        if (!reuse) upcomingKept.current = { first: grid.first.getTime(), fetchedAt: Date.now(), items: upcoming.items };
         setData({
           past: past.items,
           upcoming: upcoming.items,

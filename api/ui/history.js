@@ -21,6 +21,7 @@ import {
   Spinner,
   JsonView,
   TRIGGER_LABELS,
+  statusWord,
 } from "./lib.js";
 import { Dialog } from "./dialog.js";
 
@@ -32,7 +33,6 @@ const BURST_MS = 15000; // how long after Run now / Rerun the list polls fast
 const DETAIL_POLL_MS = 1500;
 const LONG_LINE = 240;
 
-const statusWord = (status) => (status || "").replace("_", " ");
 const when = (execution) => formatTime(execution.started_at, { withSeconds: true });
 const time = (iso) => new Date(iso).getTime();
 

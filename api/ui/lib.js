@@ -152,9 +152,25 @@ export const TRIGGER_LABELS = {
   chain: "chain",
 };
 
+// What a task as returned adds to its spec: PUT and POST /api/tasks/validate refuse these.
+const READ_ONLY = [
+  "id", "status", "created_at", "updated_at", "next_run_at", "last_run_at", "last_status",
+  "run_count", "failure_count", "temporal",
+];
+
+// A task's spec (the body PUT and validate take), from the task as the API returned it.
+export function specOf(task) {
+  const spec = structuredClone(task);
+  for (const name of READ_ONLY) delete spec[name];
+  return spec;
+}
+
+// "timed_out" as people read it.
+export const statusWord = (status) => (status || "").replace("_", " ");
+
 // A status word in a coloured badge; the word itself carries the meaning (not the colour).
 export function Badge({ status, kind = "status" }) {
-  return html`<span class=${`badge ${kind}-${status || "none"}`}>${(status || "—").replace("_", " ")}</span>`;
+  return html`<span class=${`badge ${kind}-${status || "none"}`}>${statusWord(status) || "—"}</span>`;
 }
 
 // -- hooks --------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import {
   html,
   api,
   post,
+  specOf,
   toast,
   useDebounced,
   useEffect,
@@ -22,19 +23,9 @@ import {
 } from "./lib.js";
 
 const STEPS = ["Basics", "Schedule", "Action", "Options"];
-const READ_ONLY = [
-  "id", "status", "created_at", "updated_at", "next_run_at", "last_run_at", "last_status",
-  "run_count", "failure_count", "temporal",
-];
 const STEP_OF = { name: 0, description: 0, tags: 0, type: 0, schedule: 1, trigger: 1, action: 2 };
 const RETRY_DEFAULTS = { max_attempts: 3, initial_interval_seconds: 1, backoff_coefficient: 2, max_interval_seconds: 300, jitter: true };
 const SCHEDULE_DEFAULTS = { timezone: browserZone(), overlap: "skip", catchup_window_seconds: 60, jitter_seconds: 0 };
-
-export function specOf(task) {
-  const spec = structuredClone(task);
-  for (const name of READ_ONLY) delete spec[name];
-  return spec;
-}
 
 // An instant shown as the wall time of a zone, for <input type="datetime-local">.
 function wallTime(iso, zone) {

@@ -298,20 +298,21 @@ print(json.dumps({"files": found, "environs": environs, "caps": caps, "wrote": w
 async def test_the_sandbox_cannot_read_the_instances_secrets(
     harness: ActionHarness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """What `cronpilot dev` keeps (key, API key, both SQLite databases), another user's
-    folder, the worker's project and home directories and its environment: all out of
-    reach, whatever the program tries."""
+    """What `cronpilot dev` keeps (key, API key, UI sign-in token, both SQLite databases),
+    another user's folder, the worker's project and home directories and its environment:
+    all out of reach, whatever the program tries."""
     monkeypatch.setenv("CRONPILOT_SANDBOX_PROBE", "worker-environment-secret")
     data = tmp_path / "data"
     data.mkdir(mode=0o700)
-    for name in ("secret-key", "dev-api-key", "cronpilot.db", "temporal.db"):
+    kept = ("secret-key", "dev-api-key", "dev-sign-in-token", "cronpilot.db")
+    for name in (*kept, "temporal.db"):
         (data / name).write_text(f"{name} contents")
         (data / name).chmod(0o600)
     other = harness.settings.files_root / "someone-else"
     other.mkdir(parents=True)
     (other / "private.txt").write_text("not yours")
     project = Path(__file__).resolve().parents[2]
-    paths = [str(data / name) for name in ("secret-key", "dev-api-key", "cronpilot.db")]
+    paths = [str(data / name) for name in kept]
     paths += [str(data / "temporal.db"), str(other / "private.txt")]
     paths += [str(project / "pyproject.toml"), "/etc/shadow", f"/proc/{os.getpid()}/environ"]
     result = await _result(harness, PROBE, input={"paths": paths})

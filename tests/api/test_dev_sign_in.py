@@ -17,11 +17,11 @@ from schema.settings import Settings
 @pytest.fixture
 def token(settings: Settings) -> Iterator[str]:
     made = secrets.token_urlsafe(24)
-    (settings.data_dir / "dev-sign-in-token").write_text(made + "\n")
-    (settings.data_dir / "dev-api-key").write_text("cp_the-dev-key\n")
+    settings.dev_sign_in_file.write_text(made + "\n")
+    settings.dev_key_file.write_text("cp_the-dev-key\n")
     yield made
-    for name in ("dev-sign-in-token", "dev-api-key"):
-        (settings.data_dir / name).unlink()
+    settings.dev_sign_in_file.unlink()
+    settings.dev_key_file.unlink()
 
 
 def _client(app: FastAPI, client: str, host: str) -> httpx.AsyncClient:
@@ -61,7 +61,7 @@ async def test_anything_but_loopback_is_refused(
 
 
 async def test_no_token_file_means_no_sign_in(api_app: FastAPI, settings: Settings) -> None:
-    assert not (settings.data_dir / "dev-sign-in-token").exists()
+    assert not settings.dev_sign_in_file.exists()
     async with _client(api_app, "127.0.0.1", "127.0.0.1:8000") as client:
         answer = await client.post("/api/dev/sign-in", json={"token": "anything"})
         assert answer.status_code == 404
