@@ -168,8 +168,10 @@ export function TaskList({ onNew, onEdit, onHistory, changed }) {
   }, [key, visible]);
 
   const loadMore = async () => {
+    const mine = generation.current;
     try {
       const page = await get(`/api/tasks${query({ ...filters, limit: PAGE, cursor })}`);
+      if (mine !== generation.current) return; // the filters changed meanwhile: not this list's page
       generation.current += 1; // a poll that started before this page must not reset the cursor
       setItems((old) => {
         const known = new Set(old.map((t) => t.id));

@@ -401,7 +401,12 @@ def test_the_list_pages_with_load_more(signed_in: Page, ui_server: UiServer) -> 
     ids = [
         str(_create_via_api(ui_server, f"Page {tag} {n:02d}", tags=[tag])["id"]) for n in range(52)
     ]
+    # The newest task, untagged: once it is gone from the list, the Tag filter applies.
+    newest = f"Untagged {uuid.uuid4().hex[:6]}"
+    ids.append(str(_create_via_api(ui_server, newest)["id"]))
+    expect(_row(page, newest)).to_be_visible()
     page.get_by_label("Tag", exact=True).fill(tag)
+    expect(_row(page, newest)).to_have_count(0)
     rows = page.get_by_role("row").filter(has_text=tag)
     expect(rows).to_have_count(50)
     page.get_by_role("button", name="Load more tasks", exact=True).click()
