@@ -1,19 +1,48 @@
 // Modal dialogs: focus moves in, Tab stays in, Escape closes, focus returns where it was.
-import { html, uid, useEffect, useRef } from "./lib.js";
+import { html, uid, useEffect, useLayoutEffect, useRef } from "./lib.js";
 
 const FOCUSABLE =
   'a[href], button:not([disabled]), input:not([disabled]):not([type="hidden"]), select:not([disabled]), textarea:not([disabled]), [tabindex]:not([tabindex="-1"])';
 
+// Open dialogs, innermost last: keys pressed while the focus is outside every dialog
+// (before it moved in, or after the control holding it was re-rendered away) go to the last.
+const stack = [];
+
+const focusables = (node) => [...node.querySelectorAll(FOCUSABLE)].filter((el) => el.offsetParent !== null);
+
 export function Dialog({ title, onClose, children, wide = false, labelId, className = "" }) {
   const ref = useRef(null);
+  const closeRef = useRef(onClose);
+  closeRef.current = onClose;
   const titleId = useRef(labelId || uid("dlg")).current;
-  useEffect(() => {
+  // A layout effect: the focus is inside before the browser paints, so a key pressed as soon
+  // as the dialog shows reaches it.
+  useLayoutEffect(() => {
     const opener = document.activeElement;
     const node = ref.current;
     const first = node.querySelector("[autofocus]") || node.querySelector(FOCUSABLE) || node;
     first.focus();
     return () => {
       if (opener && opener.isConnected && typeof opener.focus === "function") opener.focus();
+    };
+  }, []);
+  useEffect(() => {
+    const node = ref.current;
+    stack.push(node);
+    const onStrayKey = (event) => {
+      if (stack[stack.length - 1] !== node || node.contains(event.target)) return;
+      if (event.key === "Escape") {
+        closeRef.current();
+      } else if (event.key === "Tab") {
+        event.preventDefault();
+        const items = focusables(node);
+        (event.shiftKey ? items[items.length - 1] : items[0])?.focus();
+      }
+    };
+    document.addEventListener("keydown", onStrayKey);
+    return () => {
+      document.removeEventListener("keydown", onStrayKey);
+      stack.splice(stack.indexOf(node), 1);
     };
   }, []);
   const onKeyDown = (event) => {
@@ -23,7 +52,7 @@ export function Dialog({ title, onClose, children, wide = false, labelId, classN
       return;
     }
     if (event.key !== "Tab") return;
-    const items = [...ref.current.querySelectorAll(FOCUSABLE)].filter((el) => el.offsetParent !== null);
+    const items = focusables(ref.current);
     if (!items.length) return;
     const first = items[0];
     const last = items[items.length - 1];

@@ -315,6 +315,10 @@ def test_keyboard_only_creation_and_shortcuts(signed_in: Page, ui_server: UiServ
     page.keyboard.press("?")
     shortcuts = page.get_by_role("dialog", name="Keyboard shortcuts")
     expect(shortcuts).to_be_visible()
+    # Tab from a focus lost to the page (its control re-rendered away) goes back into the dialog.
+    page.evaluate("() => document.activeElement.blur()")
+    page.keyboard.press("Tab")
+    expect(shortcuts.get_by_role("button", name="Close", exact=True).first).to_be_focused()
     page.keyboard.press("Escape")
     expect(shortcuts).to_be_hidden()
     page.keyboard.press("/")
@@ -344,6 +348,8 @@ def test_keyboard_only_creation_and_shortcuts(signed_in: Page, ui_server: UiServ
     page.keyboard.press("Enter")
     history = page.get_by_role("dialog", name=re.compile(f"^History: {name}"))
     expect(history).to_be_visible()
+    # Escape closes it even while the focus is outside it (as before the focus moved in).
+    page.evaluate("() => document.activeElement.blur()")
     page.keyboard.press("Escape")
     expect(history).to_be_hidden()
     expect(page.get_by_role("button", name=f"History {name}", exact=True)).to_be_focused()
