@@ -1,5 +1,5 @@
 // Modal dialogs: focus moves in, Tab stays in, Escape closes, focus returns where it was.
-import { html, uid, useEffect, useLayoutEffect, useRef } from "./lib.js";
+import { html, uid, useLayoutEffect, useRef } from "./lib.js";
 
 const FOCUSABLE =
   'a[href], button:not([disabled]), input:not([disabled]):not([type="hidden"]), select:not([disabled]), textarea:not([disabled]), [tabindex]:not([tabindex="-1"])';
@@ -26,7 +26,7 @@ export function Dialog({ title, onClose, children, wide = false, labelId, classN
       if (opener && opener.isConnected && typeof opener.focus === "function") opener.focus();
     };
   }, []);
-  useEffect(() => {
+  useLayoutEffect(() => {
     const node = ref.current;
     stack.push(node);
     const onStrayKey = (event) => {
