@@ -362,12 +362,25 @@ def test_keyboard_only_creation_and_shortcuts(signed_in: Page, ui_server: UiServ
     expect(page.get_by_label("Search", exact=True)).to_be_visible()
     page.keyboard.press("n")
     wizard = page.get_by_role("dialog", name="New task")
-    expect(wizard).to_be_visible()
+    expect(wizard.get_by_label("Name", exact=True)).to_be_focused()
+    page.keyboard.type("draft")
     for _ in range(60):
         page.keyboard.press("Tab")
         inside = page.evaluate("() => Boolean(document.activeElement.closest('[role=dialog]'))")
         assert inside, "the focus left the dialog"
+    # Escape goes to the innermost dialog: it closes the question, not the draft behind it.
     page.keyboard.press("Escape")
+    discard = page.get_by_role("dialog", name="Discard your changes?")
+    cancel = discard.get_by_role("button", name="Cancel", exact=True)
+    expect(cancel).to_be_focused()
+    for _ in range(3):  # Confirm, Close, back to Cancel: never into the wizard behind
+        page.keyboard.press("Tab")
+    expect(cancel).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(discard).to_be_hidden()
+    expect(wizard.get_by_label("Name", exact=True)).to_have_value("draft")
+    page.keyboard.press("Escape")
+    discard.get_by_role("button", name="Confirm", exact=True).click()
     expect(wizard).to_be_hidden()
 
 
