@@ -232,11 +232,21 @@ class ActionRun:
 
     async def _secrets(self) -> SecretValues:
         """The user's secrets, read once per attempt (one query, however many templates and
-        ``secret()`` calls use them); every value is redacted from then on."""
+        ``secret()`` calls use them), while the run's task exists; every value is redacted
+        from then on."""
         if self._loaded_secrets is None:
             box = SecretBox(self.deps.settings)
             async with self.deps.sessions() as session:
-                stored = await crud.list_secrets(session, user_id=self.input.user_id)
+                # A run whose task was deleted as it started (before the delete's
+                # cancellation reached it) gets none of its owner's secrets.
+                task_id, user_id = self.input.context.task_id, self.input.user_id
+                if not await crud.task_exists(session, task_id=task_id, user_id=user_id):
+                    raise ActionFailure(
+                        "TaskDeleted",
+                        "the task was deleted: a run still going gets no secrets",
+                        retryable=False,
+                    )
+                stored = await crud.list_secrets(session, user_id=user_id)
             values = {s.name: box.decrypt(s.value_encrypted) for s in stored}
             self.hide(*values.values())
             self._loaded_secrets = SecretValues(values)

@@ -277,8 +277,18 @@ class HistoryActivities:
 
     @activity.defn
     async def delete_old_executions(self, retention_days: int) -> int:
-        """Delete executions older than the retention period, in batches; returns the count."""
-        cutoff = datetime.now(UTC) - timedelta(days=retention_days)
+        """Delete executions older than the retention period, in batches; returns the count.
+        Expired webhook signature claims go too (they no longer refuse anything)."""
+        now = datetime.now(UTC)
+        while True:
+            async with self.sessions.begin() as session:
+                expired = await crud.delete_expired_signatures(
+                    session, now=now, batch=RETENTION_BATCH
+                )
+            activity.heartbeat(0)
+            if expired < RETENTION_BATCH:
+                break
+        cutoff = now - timedelta(days=retention_days)
         total = 0
         while True:
             async with self.sessions.begin() as session:

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from api.errors import Problem
-from api.receiving import RateLimiter, SignatureLedger, UsageCounter
+from api.receiving import RateLimiter, UsageCounter
 from api.scheduling import ScheduledTask
 from schema import crud
 from schema.crypto import SecretBox
@@ -97,7 +97,6 @@ class AppState:
     task_locks: TaskLocks = field(default_factory=TaskLocks)
     webhook_uses: UsageCounter = field(default_factory=UsageCounter)
     webhook_limits: RateLimiter = field(init=False)
-    webhook_signatures: SignatureLedger = field(default_factory=SignatureLedger)
 
     # Webhook secrets decrypted, and the specs of their tasks read, by what they were made
     # from: the receiver does neither again for every delivery.

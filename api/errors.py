@@ -93,10 +93,21 @@ def problem_response(
         "detail": detail,
     }
     if status == 422:
-        body["errors"] = list(errors)
+        body["errors"] = [
+            {**error, "loc": [_printable(part) for part in error.get("loc", ())]}
+            for error in errors
+        ]
     if correlation_id:
         body["correlation_id"] = correlation_id
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def _printable(part: Any) -> Any:
+    """A location part as JSON can carry it: a lone surrogate (a key a client sent) as its
+    escape."""
+    if isinstance(part, str):
+        return part.encode("utf-8", "backslashreplace").decode()
+    return part
 
 
 def internal_error(error: BaseException) -> JSONResponse:

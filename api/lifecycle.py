@@ -8,6 +8,7 @@ every ten minutes) brings the schedule back in line with the row.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,7 @@ from schema.orm import Task, User, utcnow
 from schema.tasks import RunRef, TaskSpec
 from schema.temporal_ids import MISSED_RUN_ID, catchup_workflow_id, manual_workflow_id
 
+log = logging.getLogger("cronpilot.api")
 # A one-time task's schedule that still has its action this long after run_at plus its
 # catch-up window will not fire any more (Temporal drops actions older than the window).
 FIRE_GRACE = timedelta(seconds=60)
@@ -176,11 +178,17 @@ async def set_paused(
 
 
 async def delete(session: AsyncSession, client: Client, task: Task) -> None:
-    """Delete the task, its history and its webhooks; its schedule and trigger workflow are
-    gone before this returns."""
+    """Delete the task, its history and its webhooks. Before that, its schedule is gone,
+    its trigger workflow cancelled (the deliveries still waiting are dropped) and every run
+    in flight asked to stop, chains waiting for a resume URL included: nothing of a deleted
+    task goes on running with its owner's secrets."""
     await scheduling.delete_schedule(client, task.id)
     if task.type == "trigger":
-        await triggers.stop(client, task.id, "the task was deleted")
+        await triggers.cancel(client, task.id)
+    in_flight = await scheduling.runs_in_flight(client, task.id, _last_manual(task))
+    await scheduling.cancel_runs(client, in_flight)
+    if in_flight:
+        log.info("task %s deleted: %d runs in flight cancelled", task.id, len(in_flight))
     await session.delete(task)
     await session.flush()
 
@@ -325,12 +333,7 @@ async def run_now(
     wait_for: list[RunInFlight] = []
     terminated: list[RunInFlight] = []
     if policy != "allow_all":
-        known = []
-        if task.last_manual_workflow_id:
-            known.append(
-                RunRef(workflow_id=task.last_manual_workflow_id, run_id=task.last_manual_run_id)
-            )
-        in_flight = await scheduling.runs_in_flight(client, task.id, known)
+        in_flight = await scheduling.runs_in_flight(client, task.id, _last_manual(task))
         if in_flight and policy == "skip":
             raise Conflict(
                 f"{_runs(in_flight)} in flight and the task's overlap policy is skip; "
@@ -367,6 +370,13 @@ async def run_now(
         task.last_manual_workflow_id, task.last_manual_run_id = workflow_id, run_id
         await session.flush()
     return RunStarted(execution_id, workflow_id, run_id, terminated)
+
+
+def _last_manual(task: Task) -> list[RunRef]:
+    """The task's last run started by hand (visibility may not list it yet)."""
+    if not task.last_manual_workflow_id:
+        return []
+    return [RunRef(workflow_id=task.last_manual_workflow_id, run_id=task.last_manual_run_id)]
 
 
 def _queued(in_flight: list[RunInFlight]) -> bool:

@@ -38,6 +38,9 @@ from schema.temporal import connect
 log = logging.getLogger("cronpilot.api")
 RECONCILE_RETRY_SECONDS = (1, 2, 5, 10, 30, 60)
 RECONCILE_EVERY_SECONDS = 600
+# Label values come from fixed sets (a client picks the method, and the path, freely): the
+# known methods, else "other"; the matched route's template, else "unmatched".
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 REQUESTS = Counter("cronpilot_http_requests_total", "API requests", ["method", "route", "status"])
 LATENCY = Histogram("cronpilot_http_request_seconds", "API latency", ["method", "route"])
 
@@ -88,6 +91,35 @@ class BodyLimitMiddleware:
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = problem_response(413, f"the request body exceeds {self.max_bytes} bytes")
         await response(scope, receive, send)
+
+
+SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+)
+
+
+class SecurityHeadersMiddleware:
+    """Every answer says: no content sniffing, no referrer, no framing (pages add their own
+    Content-Security-Policy)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                extra = [(n, v) for n, v in SECURITY_HEADERS if n not in present]
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 async def _reconcile_in_background(state: AppState, every: float) -> None:
@@ -159,14 +191,16 @@ def create_app(
     install_openapi(app)
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeadersMiddleware)
 
     @app.middleware("http")
     async def _metrics(request: Request, call_next: Any) -> Response:
         started = time.perf_counter()
         response: Response = await call_next(request)
         route = getattr(request.scope.get("route"), "path", "unmatched")
-        REQUESTS.labels(request.method, route, str(response.status_code)).inc()
-        LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
+        method = request.method if request.method in HTTP_METHODS else "other"
+        REQUESTS.labels(method, route, str(response.status_code)).inc()
+        LATENCY.labels(method, route).observe(time.perf_counter() - started)
         return response
 
     for module in (tasks, webhooks, events, resume, executions, stats, secrets, me, health):

@@ -1,5 +1,7 @@
 """What the webhook receiver keeps in memory: a token bucket per webhook, and use counts
-written to the database in batches (the receiver itself never waits on a write)."""
+written to the database in batches (the receiver never waits on those writes). The one
+write a delivery waits for is its signature's claim (``crud.claim_signature``): replays
+must be refused by every API process."""
 
 from __future__ import annotations
 
@@ -10,7 +12,6 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from api.signatures import TOLERANCE_SECONDS
 from schema import crud
 
 log = logging.getLogger("cronpilot.webhooks")
@@ -79,22 +80,3 @@ class UsageCounter:
                 await self.flush(sessions)
         finally:
             await asyncio.shield(self.flush(sessions))
-
-
-class SignatureLedger:
-    """Signatures seen in the last ``window`` seconds, with the delivery each was for: a
-    captured request replayed with another delivery id is refused (per API process), while
-    the sender's own retry of the same delivery still gets its 202."""
-
-    def __init__(self, window: float = 2 * TOLERANCE_SECONDS) -> None:
-        self.window = window
-        self._seen: dict[str, tuple[str, float]] = {}
-
-    def claim(self, signature: str, delivery_id: str, now: float) -> bool:
-        if len(self._seen) > MAX_BUCKETS:
-            self._seen = {k: v for k, v in self._seen.items() if now - v[1] < self.window}
-        seen = self._seen.get(signature)
-        if seen is not None and now - seen[1] < self.window and seen[0] != delivery_id:
-            return False
-        self._seen[signature] = (delivery_id, now)
-        return True

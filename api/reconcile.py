@@ -94,7 +94,10 @@ async def _reconcile_triggers(
                         continue
                     if task is None and _younger(started, now, orphan_grace):
                         continue  # its task's create may not have committed yet
-                    await triggers.stop(client, task_id, "reconciled: its task is gone")
+                    if task is None:  # as a delete does: its queue and runs end too
+                        await triggers.cancel(client, task_id)
+                    else:
+                        await triggers.stop(client, task_id, "reconciled: not a trigger task")
                     report.deleted.append(name)
                     continue
                 scheduled = ScheduledTask.of(task)

@@ -447,15 +447,18 @@ async def _in_flight(client: Client, workflow_id: str, run_id: str | None) -> Ru
 
 
 async def cancel_runs(client: Client, runs: Sequence[RunInFlight]) -> None:
-    """Ask each run to stop; each ends `cancelled` with its logs."""
-    await asyncio.gather(
-        *(
-            client.get_workflow_handle(r.workflow_id, run_id=r.run_id).cancel(
-                rpc_timeout=RPC_TIMEOUT
-            )
-            for r in runs
-        )
-    )
+    """Ask each run to stop; each ends `cancelled` with its logs. A run that ended since it
+    was listed needs nothing."""
+
+    async def cancel(run: RunInFlight) -> None:
+        handle = client.get_workflow_handle(run.workflow_id, run_id=run.run_id)
+        try:
+            await handle.cancel(rpc_timeout=RPC_TIMEOUT)
+        except RPCError as error:
+            if error.status != RPCStatusCode.NOT_FOUND:
+                raise
+
+    await asyncio.gather(*(cancel(run) for run in runs))
 
 
 async def terminate_runs(client: Client, runs: Sequence[RunInFlight], reason: str) -> None:

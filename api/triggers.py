@@ -118,6 +118,22 @@ async def stop(client: Client, task_id: uuid.UUID, reason: str) -> bool:
     return True
 
 
+async def cancel(client: Client, task_id: uuid.UUID) -> bool:
+    """Cancel the task's trigger workflow (its task is being deleted): it drops the
+    deliveries that wait, cancels the runs it started, and ends with the list of both.
+    True when it was running."""
+    handle: WorkflowHandle[object, object] = client.get_workflow_handle(
+        trigger_workflow_id(task_id)
+    )
+    try:
+        await handle.cancel(rpc_timeout=RPC_TIMEOUT)
+    except RPCError as error:
+        if error.status != RPCStatusCode.NOT_FOUND:
+            raise
+        return False
+    return True
+
+
 async def running_triggers(client: Client) -> dict[uuid.UUID, datetime]:
     """The tasks whose trigger workflow is running, with when it (first) started."""
     query = f"WorkflowType = '{TRIGGER_WORKFLOW}' AND ExecutionStatus = 'Running'"

@@ -4,7 +4,9 @@ Temporal signal-with-start on the same dev server.
 Starts a private ``cronpilot dev`` (see ``_harness.py``) and a recording HTTP server.
 
 1. Cronpilot: a webhook-trigger task (``concurrency`` from ``--task-concurrency``) whose
-   webhook action POSTs to the recording server, and one webhook in ``token`` mode. N
+   webhook action POSTs to the recording server, and one webhook (``--auth``: ``token``,
+   or ``hmac``/``github``, whose every delivery also claims its signature in the
+   database, so that a replay is refused by every API process). N
    deliveries, each with its own ``X-Cronpilot-Delivery``, are sent at once (at most
    ``--concurrency`` in flight). Measured: the latency of each 202 (p50, p99, max),
    accepted deliveries per second (N over the time until the last 202), and the time until
@@ -19,6 +21,9 @@ Usage: ``.venv/bin/python bench/deliveries.py [--n 200]``
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
+import json
 import sys
 import time
 import uuid
@@ -35,6 +40,8 @@ from _harness import (
 from temporalio import workflow
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+from api.signatures import sign
 
 
 @workflow.defn
@@ -64,6 +71,13 @@ def _parser() -> argparse.ArgumentParser:
         "--task-concurrency", type=int, default=10, help="the task's concurrency (default 10)"
     )
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait per side")
+    parser.add_argument(
+        "--auth",
+        choices=("token", "hmac", "github"),
+        default="token",
+        help="the webhook's auth mode (default token; hmac and github claim each signature "
+        "in the database)",
+    )
     add_server_arguments(parser)
     return parser
 
@@ -94,16 +108,21 @@ async def _cronpilot(
         created = await api.post("/api/tasks", json=body)
         created.raise_for_status()
         task_id = created.json()["id"]
-        hook_made = await api.post(f"/api/tasks/{task_id}/webhook", json={"auth": "token"})
+        hook_made = await api.post(f"/api/tasks/{task_id}/webhook", json={"auth": args.auth})
         hook_made.raise_for_status()
         webhook = hook_made.json()
         path = "/api/webhooks/" + webhook["webhook_id"]
         latencies: list[float] = []
 
         async def deliver(index: int) -> None:
-            headers = {"X-Cronpilot-Token": webhook["secret"], "X-Cronpilot-Delivery": f"d-{index}"}
+            content = json.dumps({"n": index}).encode()
+            headers = {
+                **_credentials(args.auth, webhook["secret"], content),
+                "X-Cronpilot-Delivery": f"d-{index}",
+                "Content-Type": "application/json",
+            }
             began = time.perf_counter()
-            response = await api.post(path, json={"n": index}, headers=headers)
+            response = await api.post(path, content=content, headers=headers)
             latencies.append(time.perf_counter() - began)
             if response.status_code != 202:
                 raise RuntimeError(f"delivery {index}: {response.status_code} {response.text}")
@@ -117,6 +136,16 @@ async def _cronpilot(
         ran = time.perf_counter() - began
         await api.delete(f"/api/tasks/{task_id}")
     return latencies, accepted, ran
+
+
+def _credentials(auth: str, secret: str, body: bytes) -> dict[str, str]:
+    """The headers that authenticate ``body`` in ``auth`` mode."""
+    if auth == "hmac":
+        return {"X-Cronpilot-Signature": sign(secret, body, int(time.time()))}
+    if auth == "github":
+        digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        return {"X-Hub-Signature-256": f"sha256={digest}"}
+    return {"X-Cronpilot-Token": secret}
 
 
 async def _bare(args: argparse.Namespace, dev: DevServer) -> tuple[list[float], float]:
@@ -157,7 +186,7 @@ async def _bench(args: argparse.Namespace) -> None:
         ours, accepted, ran = await _cronpilot(args, hook, dev)
         bare, bare_elapsed = await _bare(args, dev)
     print()
-    print(f"deliveries: {n} per side, {args.concurrency} in flight")
+    print(f"deliveries: {n} per side, {args.concurrency} in flight, auth {args.auth}")
     print(f"  database                       {dev.database}")
     print(_row("cronpilot 202 (accepted)", ours, accepted, n))
     print(

@@ -42,6 +42,7 @@ from schema.orm import (
     TaskWebhook,
     User,
     UtcDateTime,
+    WebhookSignature,
     utcnow,
 )
 from schema.tasks import TaskSpec
@@ -203,6 +204,16 @@ async def create_task(session: AsyncSession, *, user_id: uuid.UUID, spec: TaskSp
 
 async def get_task(session: AsyncSession, *, user_id: uuid.UUID, task_id: uuid.UUID) -> Task | None:
     return await session.scalar(select(Task).where(Task.id == task_id, Task.user_id == user_id))
+
+
+async def task_exists(
+    session: AsyncSession, *, task_id: uuid.UUID, user_id: uuid.UUID | None = None
+) -> bool:
+    """Whether the task is there (and, with ``user_id``, that user's)."""
+    query = select(Task.id).where(Task.id == task_id)
+    if user_id is not None:
+        query = query.where(Task.user_id == user_id)
+    return await session.scalar(query) is not None
 
 
 async def lock_task(
@@ -394,6 +405,47 @@ async def count_webhook_uses(session: AsyncSession, uses: dict[str, tuple[int, d
             )
         )
         await session.execute(statement.execution_options(synchronize_session=False))
+
+
+async def claim_signature(
+    session: AsyncSession,
+    *,
+    webhook_id: uuid.UUID,
+    signature: str,
+    delivery_id: str,
+    expires_at: datetime,
+    now: datetime,
+) -> str:
+    """Claim a webhook's ``signature`` for ``delivery_id`` until ``expires_at`` (one
+    statement); returns the delivery the signature is claimed for: another delivery id
+    means a replay. An expired claim is taken over."""
+    digest = hashlib.sha256(f"{webhook_id}:{signature}".encode()).hexdigest()
+    statement = _insert(session)(WebhookSignature).values(
+        digest=digest, webhook_id=webhook_id, delivery_id=delivery_id, expires_at=expires_at
+    )
+    expired = WebhookSignature.expires_at <= now
+    statement = statement.on_conflict_do_update(
+        index_elements=["digest"],
+        set_={
+            "delivery_id": case(
+                (expired, statement.excluded.delivery_id), else_=WebhookSignature.delivery_id
+            ),
+            "expires_at": case(
+                (expired, statement.excluded.expires_at), else_=WebhookSignature.expires_at
+            ),
+        },
+    ).returning(WebhookSignature.delivery_id)
+    claimed: str = (await session.execute(statement)).scalar_one()
+    return claimed
+
+
+async def delete_expired_signatures(session: AsyncSession, *, now: datetime, batch: int) -> int:
+    """Delete up to ``batch`` signature claims that expired; returns how many."""
+    expired = select(WebhookSignature.digest).where(WebhookSignature.expires_at <= now).limit(batch)
+    result = await session.execute(
+        delete(WebhookSignature).where(WebhookSignature.digest.in_(expired))
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 async def active_tasks(session: AsyncSession, *, user_id: uuid.UUID) -> Sequence[Task]:

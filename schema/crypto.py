@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
@@ -54,12 +55,22 @@ def _resume_key(secret_key: str) -> bytes:
     ).derive(secret_key.encode())
 
 
+URLSAFE_UNPADDED = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Strictly: only the URL-safe alphabet, no padding, and the one canonical spelling of
+    the bytes (a token with anything appended or changed is not the token)."""
+    if not URLSAFE_UNPADDED.fullmatch(text):
+        raise ValueError("not unpadded URL-safe base64")
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64(data) != text:
+        raise ValueError("not the canonical base64 of its bytes")
+    return data
 
 
 def resume_token(settings: Settings, workflow_id: str, step_id: str) -> str:

@@ -142,6 +142,28 @@ class TaskWebhook(Base):
     __table_args__ = (Index("ix_task_webhooks_task", "task_id", "created_at"),)
 
 
+class WebhookSignature(Base):
+    """A signature a webhook accepted and the delivery it was for: sent again with another
+    delivery id, it is a replay and refused. Kept until the signed request could not be
+    accepted anyway (``hmac``: its timestamp is out of tolerance) or, for signatures without
+    a timestamp (``github``), for ``WEBHOOK_REPLAY_DAYS``. Shared by every API process."""
+
+    __tablename__ = "webhook_signatures"
+
+    # sha256 of the webhook's row id and the signature: fixed size, nothing to reuse.
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    webhook_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("task_webhooks.id", ondelete="CASCADE")
+    )
+    delivery_id: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime]
+
+    __table_args__ = (
+        Index("ix_webhook_signatures_expires", "expires_at"),
+        Index("ix_webhook_signatures_webhook", "webhook_id"),
+    )
+
+
 class Secret(Base):
     __tablename__ = "secrets"
 

@@ -74,6 +74,15 @@ class Settings(BaseSettings):
         description="Deliveries one webhook accepts per minute, per API process (a token "
         "bucket as deep as one minute's worth); 429 with Retry-After above.",
     )
+    webhook_replay_days: int = Field(
+        30,
+        ge=1,
+        le=3650,
+        description="How long a `github`-mode signature stays claimed by its delivery: the "
+        "same signed request sent again with another delivery id within this time is a 401 "
+        "(GitHub signs no timestamp, so a captured request stays valid until then). `hmac` "
+        "signatures are kept as long as their timestamp is within tolerance.",
+    )
     smtp_host: str | None = Field(None, description="SMTP server for email actions and notify.")
     smtp_port: int = Field(25, ge=1, le=65535, description="SMTP port.")
     smtp_username: str | None = Field(None, description="SMTP user name, if it needs one.")

@@ -24,6 +24,7 @@ from schema.actions import CONFIG_MODE, HttpUrl, SingleLine, StrictModel
 from schema.chains import AnyAction
 from schema.conditions import Condition, refuse_steps
 from schema.cron import CronError, never_fires, parse_cron
+from schema.json_values import heaviest_part, json_value_problem
 from schema.triggers import Delivery, TriggerSpec
 
 TaskType = Literal["one_time", "recurring", "trigger"]
@@ -53,34 +54,20 @@ def canonical_zone(name: str) -> bool:
 
 
 def bounds_problems(data: Any) -> list[tuple[tuple[str | int, ...], str, Any]]:
-    """Where a task (as sent) nests deeper than ``MAX_JSON_DEPTH`` levels or weighs more
-    than ``MAX_TASK_BYTES`` as JSON. Iterative: a hostile nesting cannot exhaust the stack."""
-    stack: list[tuple[Any, tuple[str | int, ...]]] = [(data, ())]
-    largest: tuple[int, tuple[str | int, ...]] = (0, ())
-    while stack:
-        node, path = stack.pop()
-        if len(path) > MAX_JSON_DEPTH:
-            message = f"nested deeper than {MAX_JSON_DEPTH} levels (counted from the task)"
-            return [(path, message, None)]
-        if isinstance(node, dict):
-            for key in node:
-                if isinstance(key, str) and "\x00" in key:
-                    return [((*path, key), "a key may not contain a NUL character", None)]
-            stack.extend((value, (*path, str(key))) for key, value in node.items())
-        elif isinstance(node, list):
-            stack.extend((value, (*path, index)) for index, value in enumerate(node))
-        elif isinstance(node, str):
-            if "\x00" in node:
-                return [(path, "may not contain a NUL character", None)]
-            if len(node) > largest[0]:
-                largest = (len(node), path)
+    """Where a task (as sent) nests deeper than ``MAX_JSON_DEPTH`` levels, holds what no
+    JSON store keeps (``json_value_problem``), or weighs more than ``MAX_TASK_BYTES`` as
+    JSON. Iterative: a hostile nesting cannot exhaust the stack."""
+    problem = json_value_problem(data, MAX_JSON_DEPTH, "(counted from the task)")
+    if problem:
+        return [(problem[0], problem[1], None)]
     size = len(json.dumps(data, ensure_ascii=False, default=str).encode())
     if size > MAX_TASK_BYTES:
+        path, weight = heaviest_part(data)
         message = (
             f"the task is {size} bytes as JSON, over the limit of {MAX_TASK_BYTES}; "
-            f"this is its largest value ({largest[0]} characters)"
+            f"{weight} bytes of it are here"
         )
-        return [(largest[1], message, None)]
+        return [(path, message, None)]
     return []
 
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 from schema.actions import SingleLine, StrictModel
+from schema.json_values import json_value_problem
 
 DeliveryKind = Literal["webhook", "event", "email"]
 WebhookAuth = Literal["hmac", "github", "token"]
@@ -104,24 +105,10 @@ class Delivery(BaseModel):
 
 
 def payload_problem(payload: Any, max_depth: int = 32) -> tuple[list[str | int], str] | None:
-    """Where a delivery's payload nests deeper than ``max_depth`` or holds a NUL character
-    (which PostgreSQL's JSON refuses), or None. Iterative: a hostile nesting cannot exhaust
-    the stack."""
-    stack: list[tuple[Any, list[str | int]]] = [(payload, [])]
-    while stack:
-        node, path = stack.pop()
-        if len(path) > max_depth:
-            return path, f"nested deeper than {max_depth} levels"
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if "\x00" in str(key):
-                    return [*path, str(key)], "a key may not contain a NUL character"
-                stack.append((value, [*path, str(key)]))
-        elif isinstance(node, list):
-            stack.extend((value, [*path, index]) for index, value in enumerate(node))
-        elif isinstance(node, str) and "\x00" in node:
-            return path, "may not contain a NUL character"
-    return None
+    """Where a delivery's payload nests deeper than ``max_depth`` or holds what no JSON
+    store keeps (a NUL character, a lone surrogate, a number that is not finite), or None."""
+    problem = json_value_problem(payload, max_depth)
+    return (list(problem[0]), problem[1]) if problem else None
 
 
 def delivery_digest(delivery_id: str) -> str:

@@ -61,6 +61,8 @@ ROLL_AFTER = 1_000
 CARRY_LIMIT = 1_000_000
 # Runs from before it let every running child end before continuing as new.
 ROLL_WITHOUT_DRAIN = "roll-without-drain"
+# Runs from before it ended at once when cancelled, leaving their runs going.
+CANCEL_ENDS_RUNS = "cancel-ends-runs"
 WAIT_LIMIT = timedelta(days=7)
 WAIT_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
@@ -101,10 +103,16 @@ class TriggerWorkflow:
         # The runs going now, by workflow id (their run ids), carried at a roll-over.
         self._runs: dict[str, str | None] = {ref.workflow_id: ref.run_id for ref in start.running}
         self._queued_bytes = sum(_weight(delivery) for delivery in self._queue)
+        # Set once the workflow was cancelled (its task deleted): deliveries are dropped.
+        self._dropped: list[str] | None = None
 
     @workflow.signal(name=DELIVER_SIGNAL)
     def deliver(self, raw: RawValue) -> None:
         delivery = decode_stored(raw, Delivery)
+        if self._dropped is not None:
+            workflow.logger.info("delivery %s dropped: the task was deleted", delivery.delivery_id)
+            self._dropped.append(delivery.delivery_id)
+            return
         digest = delivery_digest(delivery.delivery_id)
         if digest in self._seen:
             workflow.logger.info("delivery %s seen before: dropped", delivery.delivery_id)
@@ -133,7 +141,16 @@ class TriggerWorkflow:
         }
 
     @workflow.run
-    async def run(self, raw: RawValue) -> None:
+    async def run(self, raw: RawValue) -> dict[str, Any] | None:
+        try:
+            await self._serve()
+        except asyncio.CancelledError:
+            if not workflow.patched(CANCEL_ENDS_RUNS):
+                raise  # a run from before: its runs went on
+            return await self._end_cancelled()
+        return None  # never reached: it serves until cancelled, or continues as new
+
+    async def _serve(self) -> None:
         for workflow_id, run_id in list(self._runs.items()):  # carried from the run before
             self._running += 1
             self._spawn(self._await_carried(RunRef(workflow_id=workflow_id, run_id=run_id)))
@@ -169,6 +186,29 @@ class TriggerWorkflow:
                 self._queued_bytes -= _weight(delivery)
                 # Started side by side: several children start in one workflow task.
                 self._spawn(self._run(delivery))
+
+    async def _end_cancelled(self) -> dict[str, Any]:
+        """Cancelled (the task was deleted): drop the deliveries that wait, cancel every
+        run going (a chain waiting for its resume URL included), and end with what was
+        dropped and cancelled, which stays in Temporal's history."""
+        self._dropped = [delivery.delivery_id for delivery in self._queue]
+        self._queue.clear()
+        for delivery_id in self._dropped:
+            workflow.logger.info("delivery %s dropped: the task was deleted", delivery_id)
+        # A run being started now is cancelled too, once it has its id.
+        await workflow.wait_condition(lambda: self._starting == 0)
+        cancelled = list(self._runs)
+        for workflow_id, run_id in list(self._runs.items()):
+            handle = workflow.get_external_workflow_handle(workflow_id, run_id=run_id)
+            try:
+                await handle.cancel()
+            except Exception as error:  # it ended meanwhile
+                workflow.logger.info("run %s not cancelled: %s", workflow_id, error)
+        return {
+            "ended": "the task was deleted",
+            "dropped_deliveries": self._dropped,
+            "cancelled_runs": cancelled,
+        }
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         child = asyncio.create_task(work)

@@ -9,10 +9,11 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api import triggers
+from api.bodies import CheckedJsonRoute
 from api.deps import CurrentUser, SessionDep, StateDep
 from schema.triggers import MAX_DELIVERY_ID_CHARS, EventName, payload_problem
 
-router = APIRouter(prefix="/api/events", tags=["events"])
+router = APIRouter(prefix="/api/events", tags=["events"], route_class=CheckedJsonRoute)
 
 
 class EventIn(BaseModel):

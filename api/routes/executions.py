@@ -14,6 +14,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from api import scheduling
+from api.bodies import CheckedJsonRoute
 from api.deps import CurrentUser, SessionDep, SettingsDep, StateDep
 from api.errors import Conflict, Invalid, NotFound
 from api.routes.tasks import INSTANT, RunStarted, bounded_instant, start_now
@@ -24,7 +25,7 @@ from schema.settings import Settings
 from schema.temporal_ids import MISSED_RUN_ID, WebUi
 
 log = logging.getLogger("cronpilot.api")
-router = APIRouter(tags=["executions"])
+router = APIRouter(tags=["executions"], route_class=CheckedJsonRoute)
 LIVE_LOG_TIMEOUT = timedelta(seconds=3)
 
 

@@ -9,11 +9,12 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 
+from api.bodies import CheckedJsonRoute
 from api.deps import StateDep
 from api.errors import problem_response
 from schema import crud
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=CheckedJsonRoute)
 CHECK_TIMEOUT = 3.0
 
 

@@ -8,9 +8,10 @@ from datetime import datetime
 from fastapi import APIRouter
 from pydantic import BaseModel
 
+from api.bodies import CheckedJsonRoute
 from api.deps import CurrentUser
 
-router = APIRouter(tags=["users"])
+router = APIRouter(tags=["users"], route_class=CheckedJsonRoute)
 
 
 class UserPublic(BaseModel):

@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
-from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.client import (
+    WorkflowExecutionStatus,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.bodies import CheckedJsonRoute
 from api.deps import StateDep
 from api.errors import Conflict, Invalid, NotFound, Problem
+from schema import crud
 from schema.chains import RESUME_UPDATE
 from schema.crypto import read_resume_token
+from schema.temporal_ids import TASK_ID_ATTRIBUTE
 from schema.triggers import payload_problem
 
-router = APIRouter(tags=["chains"])
+router = APIRouter(tags=["chains"], route_class=CheckedJsonRoute)
 RPC_TIMEOUT = timedelta(seconds=10)
 
 
@@ -32,7 +40,7 @@ class Resumed(BaseModel):
     status_code=202,
     openapi_extra={"security": []},
     responses={
-        404: {"description": "Unknown token."},
+        404: {"description": "Unknown token, or the chain's task was deleted."},
         409: {"description": "The step was resumed already, timed out, or its chain ended."},
         413: {"description": "The body is over WEBHOOK_MAX_BODY_BYTES."},
         503: {"description": "Temporal (or its worker) did not take the resume; retry."},
@@ -52,6 +60,19 @@ async def resume(token: str, request: Request, state: StateDep) -> Resumed:
         raise Problem(413, f"the body exceeds {settings.webhook_max_body_bytes} bytes")
     output = _output(body)
     handle = state.temporal.get_workflow_handle(workflow_id)
+    try:
+        chain = await handle.describe(rpc_timeout=RPC_TIMEOUT)
+    except RPCError as error:
+        if error.status == RPCStatusCode.NOT_FOUND:
+            raise Conflict("the chain of this step has ended") from None
+        raise
+    # The chain of a deleted task: as if there never was one (its runs were cancelled).
+    task_id = chain.typed_search_attributes.get(TASK_ID_ATTRIBUTE)
+    async with state.sessions() as session:
+        if task_id is None or not await crud.task_exists(session, task_id=uuid.UUID(task_id)):
+            raise NotFound("resume token")
+    if chain.status != WorkflowExecutionStatus.RUNNING:
+        raise Conflict("the chain of this step has ended")
     try:
         await handle.execute_update(RESUME_UPDATE, args=[step_id, output], rpc_timeout=RPC_TIMEOUT)
     except WorkflowUpdateFailedError as error:

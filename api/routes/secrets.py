@@ -8,12 +8,13 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.bodies import CheckedJsonRoute
 from api.deps import CurrentUser, SessionDep, SettingsDep
 from api.errors import NotFound
 from schema import crud
 from schema.crypto import SecretBox
 
-router = APIRouter(prefix="/api/secrets", tags=["secrets"])
+router = APIRouter(prefix="/api/secrets", tags=["secrets"], route_class=CheckedJsonRoute)
 SecretName = Annotated[str, Path(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
 
 

@@ -8,11 +8,12 @@ from datetime import UTC, datetime, timedelta
 from fastapi import APIRouter
 from pydantic import BaseModel
 
+from api.bodies import CheckedJsonRoute
 from api.deps import CurrentUser, SessionDep
 from api.errors import NotFound
 from schema import crud
 
-router = APIRouter(tags=["stats"])
+router = APIRouter(tags=["stats"], route_class=CheckedJsonRoute)
 COUNTED = ("succeeded", "failed", "skipped", "timed_out", "cancelled", "running")
 
 

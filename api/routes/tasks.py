@@ -19,6 +19,7 @@ from temporalio.service import RPCError
 
 from activities.history import HistoryActivities
 from api import lifecycle, scheduling
+from api.bodies import CheckedJsonRoute
 from api.deps import AppState, CurrentUser, SessionDep, StateDep
 from api.errors import Invalid, NotFound, Problem, connection_lost, validation_errors
 from schema import crud
@@ -40,7 +41,7 @@ from schema.tasks import (
 from schema.temporal_ids import WebUi, schedule_id
 
 log = logging.getLogger("cronpilot.api")
-router = APIRouter(prefix="/api/tasks", tags=["tasks"])
+router = APIRouter(prefix="/api/tasks", tags=["tasks"], route_class=CheckedJsonRoute)
 MAX_UPCOMING_RANGE = timedelta(days=366)
 NO_NUL = r"^[^\x00]*$"
 INSTANT: dict[str, Any] = {"format": "date-time"}

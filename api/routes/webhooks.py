@@ -9,18 +9,19 @@ import logging
 import secrets
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from api import triggers
+from api.bodies import CheckedJsonRoute
 from api.deps import CurrentUser, SessionDep, StateDep
 from api.errors import Conflict, Invalid, NotFound, Problem
 from api.receiving import RateLimiter
 from api.routes.tasks import _locked
-from api.signatures import verify
+from api.signatures import TOLERANCE_SECONDS, verify
 from schema import crud
 from schema.crypto import SecretBox
 from schema.orm import Task, TaskWebhook
@@ -28,7 +29,7 @@ from schema.settings import Settings
 from schema.triggers import MAX_DELIVERY_ID_CHARS, Delivery, WebhookAuth, payload_problem
 
 log = logging.getLogger("cronpilot.webhooks")
-router = APIRouter(tags=["webhooks"])
+router = APIRouter(tags=["webhooks"], route_class=CheckedJsonRoute)
 MAX_WEBHOOKS_PER_TASK = 20
 DELIVERY_HEADERS = ("x-cronpilot-delivery", "x-github-delivery")
 WebhookId = Annotated[str, Path(pattern=r"^wh_[A-Za-z0-9_-]{1,60}$")]
@@ -169,36 +170,46 @@ async def receive(webhook_id: WebhookId, request: Request, state: StateDep) -> D
     body = await request.body()
     if len(body) > settings.webhook_max_body_bytes:
         raise Problem(413, f"the body exceeds {settings.webhook_max_body_bytes} bytes")
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    limits, now = state.webhook_limits, time.monotonic()
     async with state.sessions() as session:
         found = await crud.webhook_target(session, public_id=webhook_id)
-    if found is None:
-        raise NotFound("webhook")
-    webhook, task = found
-    if not _takes_webhooks(task):
-        raise NotFound("webhook")  # its task is no longer a webhook trigger
-    limits, now = state.webhook_limits, time.monotonic()
-    # Failed attempts spend a bucket of their own: junk sent to the URL cannot use up the
-    # sender's deliveries, and guessing a secret stays slow.
-    if (wait := limits.peek(f"refused:{webhook_id}", now)) is not None:
-        raise _too_many(settings, limits, wait)
-    headers = {name.lower(): value for name, value in request.headers.items()}
-    verdict = verify(
-        webhook.auth,
-        state.webhook_secret(webhook.secret_encrypted),
-        headers,
-        body,
-        time.time(),
-    )
-    if not verdict.ok:
-        limits.take(f"refused:{webhook_id}", now)
-        log.warning("webhook %s refused a delivery: %s", webhook_id, verdict.reason)
-        raise Problem(401, f"not authenticated: {verdict.reason}")
-    delivery_id = _delivery_id(headers, body, verdict.timestamp, webhook.auth)
-    if verdict.signature is not None and not state.webhook_signatures.claim(
-        verdict.signature, delivery_id, now
-    ):
-        log.warning("webhook %s refused a replayed signature", webhook_id)
-        raise Problem(401, "not authenticated: this signature was used for another delivery")
+        if found is None:
+            raise NotFound("webhook")
+        webhook, task = found
+        if not _takes_webhooks(task):
+            raise NotFound("webhook")  # its task is no longer a webhook trigger
+        verdict = verify(
+            webhook.auth,
+            state.webhook_secret(webhook.secret_encrypted),
+            headers,
+            body,
+            time.time(),
+        )
+        if not verdict.ok:
+            # Refusals spend a bucket of their own, looked at only once a request failed:
+            # junk sent to the URL never stops a validly signed delivery, and guessing a
+            # secret stays slow.
+            if (wait := limits.take(f"refused:{webhook_id}", now)) is not None:
+                raise _too_many(settings, limits, wait)
+            log.warning("webhook %s refused a delivery: %s", webhook_id, verdict.reason)
+            raise Problem(401, f"not authenticated: {verdict.reason}")
+        delivery_id = _delivery_id(headers, body, verdict.timestamp, webhook.auth)
+        if verdict.signature is not None:
+            claimed = await crud.claim_signature(
+                session,
+                webhook_id=webhook.id,
+                signature=verdict.signature,
+                delivery_id=delivery_id,
+                expires_at=_claim_expiry(settings, verdict.timestamp),
+                now=datetime.now(UTC),
+            )
+            await session.commit()
+            if claimed != delivery_id:
+                log.warning("webhook %s refused a replayed signature", webhook_id)
+                raise Problem(
+                    401, "not authenticated: this signature was used for another delivery"
+                )
     if (wait := limits.take(webhook_id, now)) is not None:
         raise _too_many(settings, limits, wait)
     if task.status != "active":
@@ -218,6 +229,15 @@ async def receive(webhook_id: WebhookId, request: Request, state: StateDep) -> D
         raise NotFound("webhook") from None  # its task was deleted meanwhile
     state.webhook_uses.count(webhook_id, received_at)
     return DeliveryAccepted(delivery_id=delivery.delivery_id, workflow_id=workflow_id)
+
+
+def _claim_expiry(settings: Settings, timestamp: int | None) -> datetime:
+    """Until when a signature stays claimed: while its timestamp is within tolerance (and a
+    minute more, for clocks that differ between API processes), or, with no timestamp,
+    for ``WEBHOOK_REPLAY_DAYS``."""
+    if timestamp is not None:
+        return datetime.fromtimestamp(timestamp + TOLERANCE_SECONDS + 60, UTC)
+    return datetime.now(UTC) + timedelta(days=settings.webhook_replay_days)
 
 
 def _takes_webhooks(task: Task) -> bool:
