@@ -1,167 +1,141 @@
-"""Config templating in Jinja2's sandbox, secrets as a template variable, and redaction.
+"""Config templating in Jinja2's sandbox, and secrets as a template variable.
 
 Every string of an action's config is a template rendered inside the activity just before
 the action runs. Undefined names fail (StrictUndefined) and so does anything the sandbox
 forbids; a secret that does not exist fails with ``MissingSecret``. Secret values never
-leave the activity: ``redact`` replaces each of them with ``***``, in the forms a target or a
-library commonly echoes it in (``secret_forms``).
+leave the activity: ``activities/_redaction.py`` masks them in whatever is kept.
 
-Rendering is bounded (``TemplateTooLarge``, a ``TemplateError``): a rendered string is at
-most ``MAX_RENDERED_CHARS`` characters, and so is every value a template builds on the way
-(strings, lists); everything one config's templates build and output together is at most
-``MAX_RENDER_TOTAL``. The operations that can make big values from small ones (``*``, ``+``,
-``%``, ``**``, ``~``, string methods such as ``ljust``, ``center``, ``format``, ``join``,
-``replace``, list growth, the filters ``indent``, ``center``, ``wordwrap``, ``join``,
-``replace``, ``format``, ``list``, ``sum``, ``batch``, ``slice``, ``tojson``, macros and
-``{% set %}`` blocks) check the size of what they would build *before* building it. Loop
-iterations and calls count as steps, at most ``MAX_RENDER_STEPS`` in all: that bounds the
-time rendering takes.
+Rendering is bounded (``TemplateTooLarge``): ``BoundedEnvironment`` hooks every way a
+template builds a value (operators, calls, filters, literals, ``~``, namespace attributes,
+output, blocks) into the limits of ``activities/_template_sizes.py``, which weigh it before
+it is built when it could be far larger than what it is built from, and after otherwise.
+Each loop's iterable, and each ``*args`` of a call, goes through ``_Bounds``; Jinja's
+compile-time constant folding is off, since it would run operations outside these hooks.
 """
 
 from __future__ import annotations
 
-import base64
 import functools
-import html
-import json
-import re
-import string
 from collections.abc import Callable, Iterable, Iterator, Sized
-from contextvars import ContextVar
-from dataclasses import dataclass
+from types import BuiltinMethodType
 from typing import Any
-from urllib.parse import quote, quote_plus
 
-from jinja2 import StrictUndefined, TemplateError, meta, nodes
+from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta, nodes
 from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.ext import Extension
-from jinja2.runtime import Context, markup_join
+from jinja2.nodes import EvalContext
+from jinja2.runtime import BlockReference, Context, LoopContext, Macro, markup_join
 from jinja2.sandbox import SandboxedEnvironment
-from jinja2.utils import _PassArg
+from jinja2.utils import Namespace, _PassArg, object_type_repr, pass_eval_context
+from markupsafe import escape
 
+from activities._template_sizes import (
+    FILTER_SIZES,
+    LISTING_FILTERS,
+    MUTATING,
+    NUMBERS,
+    SELECTING_FILTERS,
+    TEXT,
+    after_call,
+    before_call,
+    budgeted,
+    built,
+    escaped_size,
+    forget,
+    grow,
+    grows,
+    list_size,
+    materialized,
+    operated,
+    refuse,
+    spend,
+    step,
+    weight,
+)
+from activities._template_sizes import MAX_RENDERED_CHARS as MAX_RENDERED_CHARS
+from activities._template_sizes import TemplateTooLarge as TemplateTooLarge
 from schema.actions import is_template
-
-MAX_RENDERED_CHARS = 1024 * 1024
-MAX_RENDER_TOTAL = 8 * 1024 * 1024
-# Loop iterations and calls, together, in all of one config's templates: what bounds their time.
-MAX_RENDER_STEPS = 1_000_000
-# Integers are for arithmetic: beyond this many bits, they are refused.
-MAX_INT_BITS = 64 * 1024
-MASK = "***"
-# Encoded forms shorter than this are not redacted: they would mask ordinary text.
-MIN_FORM_LENGTH = 4
-PERCENT_HEX = re.compile(r"%[0-9A-F]{2}")
-PERCENT_FIELD = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?(.)")
 
 
 class MissingSecret(Exception):
     """A template names a secret the user does not have."""
 
 
-class TemplateTooLarge(TemplateError):
-    """A template would build or produce more than rendering allows."""
+# A key a missing element is looked up by is quoted in the error when its text is this short.
+SHORT_REPR = 200
 
 
-@dataclass
-class _Budget:
-    left: int = MAX_RENDER_TOTAL
-    steps: int = MAX_RENDER_STEPS
+class _Undefined(StrictUndefined):
+    """StrictUndefined, naming a missing key briefly: the repr of a key made of a list (an
+    element looked up by it) is as large as the list."""
+
+    __slots__ = ()
+
+    @property
+    def _undefined_message(self) -> str:
+        name = self._undefined_name
+        if self._undefined_hint or isinstance(name, str) or weight(name) <= SHORT_REPR:
+            return super()._undefined_message
+        element = f"<a {type(name).__name__} of more than {SHORT_REPR} characters>"
+        return f"{object_type_repr(self._undefined_obj)} has no element {element}"
 
 
-_budget: ContextVar[_Budget | None] = ContextVar("template_budget", default=None)
+class _Counted:
+    """A loop's items, each a step."""
 
+    def __init__(self, iterable: Iterable[Any]) -> None:
+        self._iterable = iterable
 
-def _spend(size: int, what: str = "a value") -> None:
-    """Refuse a value of ``size`` characters (or items) before it is built."""
-    if size > MAX_RENDERED_CHARS:
-        raise TemplateTooLarge(
-            f"the template would build {what} of {size} characters or items; "
-            f"the limit is {MAX_RENDERED_CHARS}"
-        )
-    budget = _budget.get()
-    if budget is not None:
-        budget.left -= max(size, 0)
-        if budget.left < 0:
-            raise TemplateTooLarge(
-                f"the templates would build more than {MAX_RENDER_TOTAL} characters in all"
-            )
-
-
-def _step() -> None:
-    """Count one loop iteration or call."""
-    budget = _budget.get()
-    if budget is not None:
-        budget.steps -= 1
-        if budget.steps < 0:
-            raise TemplateTooLarge(
-                f"the templates take more than {MAX_RENDER_STEPS} loop iterations and calls"
-            )
-
-
-def _text_size(value: Any) -> int:
-    return len(value) if isinstance(value, str | bytes) else len(str(value))
-
-
-def _largest_text(values: Iterable[Any]) -> int:
-    return max((_text_size(v) for v in values), default=0)
-
-
-def _int_arg(values: Iterable[Any]) -> int:
-    """The largest integer among ``values`` (a width given as an argument)."""
-    return max((v for v in values if isinstance(v, int)), default=0)
-
-
-def _percent_size(text: str | bytes, args: Any) -> int:
-    """An upper bound of ``text % args``."""
-    if isinstance(args, dict):
-        values = list(args.values())
-    else:
-        values = list(args) if isinstance(args, tuple) else [args]
-    pattern = text if isinstance(text, str) else text.decode("latin-1")
-    longest, widest = _largest_text(values), _int_arg(values)
-    size = len(text)
-    for field in PERCENT_FIELD.finditer(pattern):
-        width, precision = field.group(1), field.group(2)
-        numbers = [widest if n == "*" else int(n) for n in (width, precision) if n]
-        size += longest + max(numbers, default=0)
-    return size
-
-
-def _format_size(text: str, args: Iterable[Any], kwargs: dict[str, Any]) -> int:
-    """An upper bound of ``text.format(*args, **kwargs)``."""
-    values = [*args, *kwargs.values()]
-    longest, widest = _largest_text(values), _int_arg(values)
-    size = len(text)
-    for _, field, spec, _ in string.Formatter().parse(text):
-        if field is None:
-            continue
-        numbers = [int(n) for n in re.findall(r"\d+", spec or "")]
-        if "{" in (spec or ""):  # a nested field: its width comes from the arguments
-            numbers.append(widest)
-        size += longest + max(numbers, default=0)
-    return size
-
-
-def _replace_size(text: str | bytes, old: Any, new: Any, count: Any = -1) -> int:
-    if not isinstance(old, str | bytes) or not isinstance(new, str | bytes):
-        return len(text)
-    found = text.count(old) if old else len(text) + 1  # type: ignore[arg-type]
-    if isinstance(count, int) and count >= 0:
-        found = min(found, count)
-    return len(text) + found * max(len(new) - len(old), 0)
-
-
-class _LoopSteps(Extension):
-    """Every loop's iterable is wrapped in ``counted``: each item a step."""
-
-    def counted(self, iterable: Iterable[Any]) -> Iterator[Any]:
-        for item in iterable:
-            _step()
+    def __iter__(self) -> Iterator[Any]:
+        for item in self._iterable:
+            step()
             yield item
 
 
+class _CountedSized(_Counted):
+    """A loop's items, each a step, as many as its iterable's: ``loop.length`` need not read
+    them all ahead (a long string read ahead makes an object of each character)."""
+
+    def __init__(self, iterable: Sized) -> None:
+        super().__init__(iterable)  # type: ignore[arg-type]
+        self._length = len(iterable)
+
+    def __len__(self) -> int:
+        return self._length
+
+
+def _counted(iterable: Iterable[Any]) -> _Counted:
+    return _CountedSized(iterable) if isinstance(iterable, Sized) else _Counted(iterable)
+
+
+class _Bounds(Extension):
+    """What ``BoundedEnvironment._parse`` wraps around parts of a template: every loop's
+    iterable (``counted``), every ``*args`` of a call (``spread``)."""
+
+    def counted(self, iterable: Iterable[Any]) -> Iterable[Any]:
+        """Each item a step."""
+        return _counted(iterable)
+
+    def spread(self, value: Any) -> Any:
+        """A string spread into arguments makes an object of each character: weighed first."""
+        if isinstance(value, TEXT):
+            refuse(list_size(value), "the arguments of a call")
+        return value
+
+
+def _constant(node: nodes.Node) -> bool:
+    if isinstance(node, nodes.Const):
+        return True
+    if isinstance(node, nodes.List | nodes.Tuple):
+        return all(_constant(item) for item in node.items)
+    if isinstance(node, nodes.Dict):
+        return all(_constant(pair.key) and _constant(pair.value) for pair in node.items)
+    return False
+
+
 class _BoundedCodeGenerator(CodeGenerator):
-    """Jinja's code generator, with ``~`` (concatenation) going through a size check."""
+    """Jinja's code generator, with ``~`` (concatenation) and list, tuple and dict literals
+    made of variables going through the environment's checks."""
 
     @optimizeconst
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
@@ -176,43 +150,95 @@ class _BoundedCodeGenerator(CodeGenerator):
             self.write(", ")
         self.write(f"), {escaping})")
 
+    def _literal(self, visit: Callable[[], None], node: nodes.Expr) -> None:
+        if _constant(node):  # as large as the template's own text at most
+            visit()
+            return
+        self.write("environment.literal(")
+        visit()
+        self.write(")")
+
+    def visit_List(self, node: nodes.List, frame: Frame) -> None:
+        self._literal(functools.partial(super().visit_List, node, frame), node)
+
+    def visit_Dict(self, node: nodes.Dict, frame: Frame) -> None:
+        self._literal(functools.partial(super().visit_Dict, node, frame), node)
+
+    def visit_Tuple(self, node: nodes.Tuple, frame: Frame) -> None:
+        visit = functools.partial(super().visit_Tuple, node, frame)
+        if node.ctx == "load":
+            self._literal(visit, node)
+        else:  # a target: `{% for a, b in ... %}`
+            visit()
+
+
+class BoundedNamespace(Namespace):
+    """``namespace()`` in templates: a value set on it (``{% set ns.a = v %}``) is weighed
+    first."""
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        refuse(weight(value), f"a namespace attribute ({name})")
+        super().__setitem__(name, value)
+
+
+@pass_eval_context
+def _finalize(eval_ctx: EvalContext, value: Any) -> Any:
+    """What ``{{ value }}`` outputs, as text: made here, weighed before and after (Jinja
+    would make it with ``str()``, or ``escape()`` where autoescaping is on)."""
+    if eval_ctx.autoescape:
+        if hasattr(value, "__html__"):
+            return value
+        refuse(escaped_size(value), "output")
+        return built(escape(value), "output", value)
+    if isinstance(value, str) or type(value) in NUMBERS:
+        return value  # a number's text is short: integers are bounded
+    refuse(weight(value), "output")
+    return built(str(value), "output")
+
 
 class BoundedEnvironment(SandboxedEnvironment):
-    """Jinja2's sandbox, with every operation that can blow a small value up checked first."""
+    """Jinja2's sandbox, where everything a template builds is weighed (see the module)."""
 
     code_generator_class = _BoundedCodeGenerator
-    intercepted_binops = frozenset({"+", "*", "%", "**"})
+    intercepted_binops = frozenset({"+", "-", "*", "/", "//", "%", "**"})
 
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
         tree = super()._parse(source, name, filename)
-        counted = nodes.ExtensionAttribute(_LoopSteps.identifier, "counted")
+        counted = nodes.ExtensionAttribute(_Bounds.identifier, "counted")
         for loop in tree.find_all(nodes.For):
             loop.iter = nodes.Call(counted, [loop.iter], [], None, None, lineno=loop.lineno)
+        spread = nodes.ExtensionAttribute(_Bounds.identifier, "spread")
+        for call in list(tree.find_all((nodes.Call, nodes.Filter, nodes.Test))):
+            if isinstance(call, nodes.Call | nodes.Filter | nodes.Test) and call.dyn_args:
+                call.dyn_args = nodes.Call(spread, [call.dyn_args], [], None, None)
+        for modifier in tree.find_all(nodes.EvalContextModifier):
+            # Jinja evaluates these while compiling, outside every check.
+            if not all(isinstance(option.value, nodes.Const) for option in modifier.options):
+                raise TemplateSyntaxError(
+                    "autoescape takes true or false", modifier.lineno, name, filename
+                )
         return tree
 
     def concat(self, pieces: Iterable[str]) -> str:
         """Joins the output of macros, call blocks and ``{% set %}`` blocks."""
         pieces = list(pieces)
-        _spend(sum(len(piece) for piece in pieces), "a block's output")
+        size = sum(len(piece) for piece in pieces)
+        refuse(size, "a block's output")
+        spend(size)
         return "".join(pieces)
 
-    def joined(self, values: Iterable[Any], autoescape: bool) -> str:
-        """``a ~ b``: checked, then joined as Jinja joins them."""
-        values = list(values)
-        _spend(sum(_text_size(value) for value in values), "a joined string")
-        return markup_join(values) if autoescape else "".join(str(value) for value in values)
+    def joined(self, values: tuple[Any, ...], autoescape: bool) -> str:
+        """``a ~ b``: estimated, joined as Jinja joins them, weighed."""
+        refuse(sum(weight(value) for value in values), "a joined string")
+        text = markup_join(values) if autoescape else "".join([str(v) for v in values])
+        return built(text, "a joined string")
+
+    def literal(self, value: Any) -> Any:
+        """A list, tuple or dict literal of variables, weighed."""
+        return built(value, f"a {type(value).__name__}")
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-        if operator == "+" and isinstance(left, Sized) and isinstance(right, Sized):
-            _spend(len(left) + len(right))
-        elif operator == "*":
-            _check_product(left, right)
-        elif operator == "%" and isinstance(left, str | bytes):
-            _spend(_percent_size(left, right), "a formatted string")
-        elif operator == "**" and isinstance(left, int) and isinstance(right, int):
-            if abs(left) > 1 and right > 0 and left.bit_length() * right > MAX_INT_BITS:
-                raise TemplateTooLarge(f"{left} ** {right} is too large a number")
-        return super().call_binop(context, operator, left, right)
+        return operated(operator, left, right, self.binop_table[operator])
 
     def call(
         __self,  # Jinja's own signature: any keyword passes through to the callee
@@ -221,176 +247,95 @@ class BoundedEnvironment(SandboxedEnvironment):
         *args: Any,
         **kwargs: Any,
     ) -> Any:
-        """Call from a template (a step), refusing calls that would build too large a value."""
-        _step()
-        args = _checked_call(__obj, args, kwargs)
-        return super().call(__context, __obj, *args, **kwargs)
+        """Call from a template (a step): estimated before, weighed after."""
+        step()
+        if isinstance(__obj, LoopContext) and args:  # `loop(children)` in a recursive loop
+            args = (_counted(args[0]),)
+        if isinstance(__obj, Macro | BlockReference | LoopContext):
+            # They render template code: their output is weighed where it is joined.
+            return super().call(__context, __obj, *args, **kwargs)
+        # Jinja wraps str.format for the sandbox (a builtin method is never wrapped).
+        method = __obj if type(__obj) is BuiltinMethodType else getattr(__obj, "__wrapped__", __obj)
+        owner, name = getattr(method, "__self__", None), getattr(method, "__name__", "")
+        if isinstance(owner, _Bounds):
+            return super().call(__context, __obj, *args, **kwargs)
+        # Jinja adds these to every call made in a loop or a block; Context.call drops them
+        # for all but context functions. They are not arguments to weigh.
+        scope = {k: kwargs.pop(k) for k in ("_loop_vars", "_block_vars") if k in kwargs}
+        if isinstance(owner, list | dict | set) and name in MUTATING:
+            return __self._mutate(__context, __obj, owner, name, args, kwargs)
+        args = before_call(owner, name, args, kwargs)
+        result = super().call(__context, __obj, *args, **kwargs, **scope)
+        return after_call(result, owner, name, args, kwargs)
+
+    def _mutate(
+        self,
+        context: Context,
+        method: Any,
+        owner: list[Any] | dict[Any, Any] | set[Any],
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """A method that changes a list, dict or set: one that adds to it is refused when the
+        result would weigh over the limit."""
+        if grows(owner, name):
+            return grow(owner, name, args, kwargs, functools.partial(super().call, context, method))
+        forget(owner)
+        if name == "sort" and kwargs.get("key") is not None:
+            # Python calls the key itself: through the environment, it is checked too.
+            kwargs["key"] = functools.partial(self.call, context, kwargs["key"])
+        return super().call(context, method, *args, **kwargs)
 
 
-def _check_product(left: Any, right: Any) -> None:
-    if isinstance(left, int) and isinstance(right, int):
-        if left.bit_length() + right.bit_length() > MAX_INT_BITS:
-            raise TemplateTooLarge("the product is too large a number")
-        return
-    for sequence, times in ((left, right), (right, left)):
-        if isinstance(sequence, Sized) and isinstance(times, int):
-            _spend(len(sequence) * max(times, 0))
-
-
-def _checked_call(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
-    """Check a method call that could build a large value; returns the arguments to use
-    (an iterator argument is read into a list first, to be measured)."""
-    method = getattr(target, "__wrapped__", target)  # Jinja wraps str.format for the sandbox
-    owner, name = getattr(method, "__self__", None), getattr(method, "__name__", "")
-    if isinstance(owner, str | bytes):
-        return _checked_text_method(owner, name, args, kwargs)
-    if isinstance(owner, list) and name in ("append", "insert"):
-        _spend(len(owner) + 1, "a list")
-    elif isinstance(owner, list) and name == "extend" and args:
-        args = (list(args[0]), *args[1:])
-        _spend(len(owner) + len(args[0]), "a list")
-    return args
-
-
-def _checked_text_method(
-    owner: str | bytes, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[Any, ...]:
-    first = args[0] if args else None
-    if name in ("ljust", "rjust", "center", "zfill") and isinstance(first, int):
-        _spend(max(first, len(owner)))
-    elif name == "expandtabs":
-        tabsize = first if isinstance(first, int) else kwargs.get("tabsize", 8)
-        tabs = owner.count("\t" if isinstance(owner, str) else b"\t")  # type: ignore[arg-type]
-        _spend(len(owner) + tabs * max(int(tabsize), 0))
-    elif name == "replace" and len(args) >= 2:
-        _spend(_replace_size(owner, *args[:3]))
-    elif name == "join" and args:
-        items = list(first or ())
-        _spend(sum(_text_size(i) for i in items) + len(owner) * max(len(items) - 1, 0))
-        args = (items, *args[1:])
-    elif name == "format" and isinstance(owner, str):
-        _spend(_format_size(owner, args, kwargs), "a formatted string")
-    elif name == "format_map" and isinstance(owner, str) and isinstance(first, dict):
-        _spend(_format_size(owner, (), first), "a formatted string")
-    elif name == "translate" and isinstance(first, dict):
-        _spend(len(owner) * max(_largest_text(first.values()), 1))
-    return args
-
-
-def _filter_check(name: str, check: Callable[..., Any]) -> None:
-    """Run ``check`` on a filter's arguments (after the context Jinja passes it, if any)
-    before the filter itself; what ``check`` returns, unless None, replaces the filter's
-    first argument (an iterator read into a list to be measured)."""
-    original = ENVIRONMENT.filters[name]
-    passes = _PassArg.from_obj(original) is not None
+def _bounded_filter(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    """``original`` (a filter), estimated before it runs when it can build much (an iterator
+    it is given is read into a list first, to be measured), weighed after."""
+    size = FILTER_SIZES.get(name)
+    first = 1 if _PassArg.from_obj(original) is not None else 0  # after the context, if any
+    what = f"the result of |{name}"
+    selecting = name in SELECTING_FILTERS
+    listing = name in LISTING_FILTERS
 
     @functools.wraps(original)
-    def checked(*args: Any, **kwargs: Any) -> Any:
-        passed, own = (args[:1], args[1:]) if passes else ((), args)
-        replaced = check(*own, **kwargs)
-        if replaced is not None:
-            own = (replaced, *own[1:])
-        return original(*passed, *own, **kwargs)
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        if size is not None and len(args) > first:
+            value = materialized(args[first])
+            if value is not args[first]:
+                args = (*args[:first], value, *args[first + 1 :])
+            estimate = size(*args[first:], **kwargs)
+            if estimate > MAX_RENDERED_CHARS:
+                refuse(estimate, what)
+        result = original(*args, **kwargs)
+        if selecting:
+            return result
+        if type(result) is not str and isinstance(result, Iterator) and not listing:
+            if not (len(args) > first and isinstance(args[first], TEXT)):
+                return result  # see LISTING_FILTERS
+        return built(result, what, *args[first:])
 
-    ENVIRONMENT.filters[name] = checked
-
-
-def _lines(text: Any) -> int:
-    return str(text).count("\n") + 1
-
-
-def _check_indent(s: Any, width: Any = 4, *_: Any, **kwargs: Any) -> None:
-    width = kwargs.get("width", width)
-    per_line = len(width) if isinstance(width, str) else int(width)
-    _spend(_text_size(s) + _lines(s) * max(per_line, 0))
-
-
-def _check_center(value: Any, width: Any = 80, **kwargs: Any) -> None:
-    _spend(max(int(kwargs.get("width", width)), _text_size(value)))
+    return bounded
 
 
-def _check_wordwrap(s: Any, width: Any = 79, *args: Any, **kwargs: Any) -> None:
-    width = max(int(kwargs.get("width", width)), 1)
-    wrapstring = kwargs.get("wrapstring", args[1] if len(args) > 1 else None) or "\n"
-    size = _text_size(s)
-    _spend(size + (size // width + _lines(s)) * len(str(wrapstring)))
-
-
-def _check_join(value: Any, d: Any = "", *_: Any, **kwargs: Any) -> list[Any]:
-    items = list(value)
-    d = kwargs.get("d", d)
-    _spend(sum(_text_size(i) for i in items) + _text_size(d) * max(len(items) - 1, 0))
-    return items
-
-
-def _check_replace(s: Any, old: Any, new: Any, count: Any = None) -> None:
-    _spend(_replace_size(str(s), old, new, -1 if count is None else count))
-
-
-def _check_format(value: Any, *args: Any, **kwargs: Any) -> None:
-    _spend(_percent_size(str(value), kwargs or args), "a formatted string")
-
-
-def _check_list(value: Any) -> list[Any]:
-    items: list[Any] = []
-    for item in value:  # counted while read: an iterator may be endless
-        items.append(item)
-        if len(items) > MAX_RENDERED_CHARS:
-            _spend(len(items), "a list")
-    _spend(len(items), "a list")
-    return items
-
-
-def _check_sum(iterable: Any, attribute: Any = None, start: Any = 0, **kwargs: Any) -> list[Any]:
-    items = list(iterable)
-    start = kwargs.get("start", start)
-    if not isinstance(start, int | float) and kwargs.get("attribute", attribute) is None:
-        _spend(_text_size(start) + sum(len(i) for i in items if isinstance(i, Sized)))
-    return items
-
-
-def _check_batch(_: Any, linecount: Any, *args: Any, **kwargs: Any) -> None:
-    if kwargs.get("fill_with", args[0] if args else None) is not None:
-        _spend(int(linecount), "a batch")
-
-
-def _check_slice(_: Any, slices: Any, *__: Any, **___: Any) -> None:
-    _spend(int(slices), "a list of slices")
-
-
-def _check_tojson(_: Any, indent: Any = None, **kwargs: Any) -> None:
-    indent = kwargs.get("indent", indent)
-    if indent is not None and int(indent) > 64:
-        raise TemplateTooLarge("tojson's indent is at most 64")
+ENVIRONMENT = BoundedEnvironment(
+    undefined=_Undefined,
+    autoescape=False,
+    keep_trailing_newline=True,
+    extensions=[_Bounds],
+    finalize=_finalize,
+    optimized=False,  # constant folding runs operations while compiling, outside the checks
+)
+for _name, _filter in list(ENVIRONMENT.filters.items()):
+    ENVIRONMENT.filters[_name] = _bounded_filter(_name, _filter)
 
 
 def _check_range(*args: Any) -> None:
-    _spend(len(range(*args)), "a range")
+    refuse(len(range(*args)), "a range")
 
 
 def _check_lipsum(n: Any = 5, *args: Any, **kwargs: Any) -> None:
     words = kwargs.get("max", args[2] if len(args) > 2 else 100)
-    _spend(int(kwargs.get("n", n)) * int(words) * 16, "lorem ipsum")
-
-
-ENVIRONMENT = BoundedEnvironment(
-    undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True, extensions=[_LoopSteps]
-)
-_FILTER_CHECKS: dict[str, Callable[..., Any]] = {
-    "indent": _check_indent,
-    "center": _check_center,
-    "wordwrap": _check_wordwrap,
-    "join": _check_join,
-    "replace": _check_replace,
-    "format": _check_format,
-    "list": _check_list,
-    "sum": _check_sum,
-    "batch": _check_batch,
-    "slice": _check_slice,
-    "tojson": _check_tojson,
-}
-for _name, _check in _FILTER_CHECKS.items():
-    _filter_check(_name, _check)
+    refuse(int(kwargs.get("n", n)) * int(words) * 16, "lorem ipsum")
 
 
 def _global_check(name: str, check: Callable[..., None]) -> None:
@@ -406,6 +351,7 @@ def _global_check(name: str, check: Callable[..., None]) -> None:
 
 _global_check("range", _check_range)
 _global_check("lipsum", _check_lipsum)
+ENVIRONMENT.globals["namespace"] = BoundedNamespace
 
 
 class SecretValues:
@@ -451,12 +397,19 @@ def referenced_names(value: Any) -> set[str]:
 
 def render(value: Any, context: dict[str, Any]) -> Any:
     """``value`` with every string (keys included) rendered as a template, within the
-    limits above (``TemplateTooLarge`` beyond them)."""
-    token = _budget.set(_Budget())
-    try:
-        return _render(value, context)
-    finally:
-        _budget.reset(token)
+    limits of ``activities/_template_sizes.py`` (``TemplateTooLarge`` beyond them)."""
+    with budgeted():
+        try:
+            return _render(value, context)
+        except TemplateError:
+            raise
+        except Exception as error:
+            # Its message is made when shown: from a key or a value the template made, it
+            # could be as large as that (a KeyError quotes its key whole).
+            if weight(error.args) <= MAX_RENDERED_CHARS:
+                raise
+            name = type(error).__name__
+            raise TemplateError(f"{name}, whose message would be too large to show") from None
 
 
 def _render(value: Any, context: dict[str, Any]) -> Any:
@@ -479,58 +432,9 @@ def _render_text(text: str, context: dict[str, Any]) -> str:
                 f"a template renders to more than {MAX_RENDERED_CHARS} characters"
             )
         pieces.append(piece)
-    _spend(size, "a rendered string")
+    spend(size)
     return "".join(pieces)
 
 
 def _generate(text: str, context: dict[str, Any]) -> Iterator[str]:
     return ENVIRONMENT.from_string(text).generate(context)
-
-
-def redact(value: Any, secrets: list[str]) -> Any:
-    """``value`` with every occurrence of every secret replaced by ``***``."""
-    if not secrets:
-        return value
-    if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, MASK)
-        return value
-    if isinstance(value, dict):
-        return {redact(key, secrets): redact(item, secrets) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [redact(item, secrets) for item in value]
-    return value
-
-
-def secret_forms(secret: str) -> set[str]:
-    """The secret and the ways it commonly comes back encoded: URL quoting (``%20`` and
-    ``+`` for spaces, upper- and lower-case hex), JSON string escaping (also with ``\\/``),
-    Python's repr, HTML entities (named and numeric), and base64 (standard and URL-safe) at
-    each of the three alignments it can have inside a longer base64 text (a Basic
-    ``Authorization`` header, say)."""
-    if not secret:
-        return set()
-    forms = {
-        quote(secret, safe=""),
-        quote(secret),
-        quote_plus(secret),
-        quote_plus(secret, safe="/"),
-        json.dumps(secret)[1:-1],
-        json.dumps(secret, ensure_ascii=False)[1:-1],
-        json.dumps(secret)[1:-1].replace("/", "\\/"),
-        repr(secret)[1:-1],
-        html.escape(secret),
-        html.escape(secret, quote=False),
-        html.escape(secret).encode("ascii", "xmlcharrefreplace").decode(),
-    }
-    forms |= {PERCENT_HEX.sub(lambda m: m.group().lower(), form) for form in set(forms)}
-    raw = secret.encode()
-    for encode in (base64.b64encode, base64.urlsafe_b64encode):
-        for shift in range(3):
-            encoded = encode(b"\0" * shift + raw).decode()
-            # Only the characters that depend on the secret's bytes alone.
-            start, end = -(-shift * 8 // 6), (shift + len(raw)) * 8 // 6
-            forms.add(encoded[start:end])
-    forms = {form for form in forms if len(form) >= MIN_FORM_LENGTH}
-    forms.add(secret)
-    return forms
