@@ -12,16 +12,26 @@ means the same everywhere:
 - ``InvalidConfig`` (not retryable): a URL or header httpx cannot send;
 - ``TooManyRedirects`` (not retryable): a redirect loop;
 - ``BlockedAddress`` (not retryable): the network guard refused the address.
+
+All of them send through one client, ``OutboundClient``, which follows redirects by its own
+rule: a hop to another origin carries none of the request's own headers, and a request
+body is never sent to another origin (see ``OutboundClient``).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+from typing import Any
 
 import httpx
+from httpx._client import UseClientDefault
+from httpx._types import AuthTypes
 
 from activities._failure import ActionFailure
 from activities._network import BlockedAddress
@@ -30,6 +40,14 @@ RETRYABLE_STATUSES = frozenset({408, 429})
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 # How much of an error answer is read, to quote its start in the message.
 ERROR_BODY_BYTES = 64 * 1024
+DEFAULT_PORTS = {"http": 80, "https": 443}
+# Headers a hop sets for itself, not dropped in the sense of the redirect rule's log line.
+BODY_AND_HOST = frozenset({"host", "content-length", "transfer-encoding"})
+
+# Where ``OutboundClient`` reports what it did to a redirect: the log of the action it sends
+# for (the action runtime sets it for each attempt); without one, the worker's log.
+redirect_log: ContextVar[Callable[[str], None] | None] = ContextVar("redirect_log", default=None)
+logger = logging.getLogger(__name__)
 
 
 def retry_after(value: str | None) -> timedelta | None:
@@ -135,3 +153,114 @@ async def read_capped(response: httpx.Response, limit: int) -> tuple[bytes, bool
     finally:
         await response.aclose()
     return b"".join(chunks)[:limit], size > limit
+
+
+class OutboundClient(httpx.AsyncClient):
+    """The worker's one HTTP client for actions. It follows redirects by our rule, not by
+    httpx's (which drops only ``Authorization`` on a hop to another origin):
+
+    - a hop to the same origin (scheme, host and port; an upgrade from ``http`` on port 80
+      to ``https`` on port 443 of the same host counts as the same) keeps every header;
+    - a hop to another origin keeps only the client's own headers (``Accept``,
+      ``Accept-Encoding``, ``Connection``, ``User-Agent``) and the new ``Host``: whatever
+      the request set is dropped, ``Authorization`` and ``Cookie`` included, and it is
+      logged on the execution;
+    - a hop that would send the request's body to another origin (307 and 308 keep the
+      method and the body) is not followed: the redirect is the answer, and the log says why;
+    - cookies a target sets go back only on later hops of the same request (as the cookie
+      says), never to another request: the client serves every user.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        keep_none = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
+        super().__init__(cookies=keep_none, **kwargs)
+
+    async def send(
+        self,
+        request: httpx.Request,
+        *,
+        stream: bool = False,
+        auth: AuthTypes | UseClientDefault | None = httpx.USE_CLIENT_DEFAULT,
+        follow_redirects: bool | UseClientDefault = httpx.USE_CLIENT_DEFAULT,
+    ) -> httpx.Response:
+        follow = (
+            self.follow_redirects
+            if isinstance(follow_redirects, UseClientDefault)
+            else follow_redirects
+        )
+        if not follow:
+            return await super().send(request, stream=stream, auth=auth, follow_redirects=False)
+        cookies = httpx.Cookies()
+        history: list[httpx.Response] = []
+        while True:
+            response = await super().send(request, stream=True, auth=auth, follow_redirects=False)
+            response.history = list(history)
+            cookies.extract_cookies(response)
+            hop = response.next_request
+            if hop is None or not self._may_follow(response, hop):
+                break
+            # Never read: a redirect's body is not used, and may be large.
+            await response.aclose()
+            history.append(response)
+            if len(history) > self.max_redirects:
+                raise httpx.TooManyRedirects("Exceeded maximum allowed redirects.", request=hop)
+            cookies.set_cookie_header(hop)
+            request = hop
+        if not stream:
+            try:
+                await response.aread()
+            except BaseException:
+                await response.aclose()
+                raise
+        return response
+
+    def _may_follow(self, response: httpx.Response, hop: httpx.Request) -> bool:
+        """Apply our rule to httpx's next request (its headers); False when it is not sent."""
+        sent = response.request
+        if same_origin(sent.url, hop.url):
+            if "cookie" in sent.headers:  # httpx drops it on every hop
+                hop.headers["Cookie"] = sent.headers["cookie"]
+            return True
+        if hop.headers.get("content-length", "0") != "0" or "transfer-encoding" in hop.headers:
+            _note(
+                f"HTTP {response.status_code} redirects {where(sent)} to another origin "
+                f"({where(hop)}): not followed, the request's body is not sent there"
+            )
+            return False
+        kept = httpx.Headers(self.headers)
+        for name in ("host", "content-length"):
+            if name in hop.headers:
+                kept[name] = hop.headers[name]
+        dropped = sorted(
+            name
+            for name, value in sent.headers.items()
+            if name not in BODY_AND_HOST and kept.get(name) != value
+        )
+        hop.headers = kept
+        if dropped:
+            _note(
+                f"HTTP {response.status_code} redirects to another origin ({where(hop)}): "
+                f"not sending the headers {', '.join(dropped)} there"
+            )
+        return True
+
+
+def same_origin(url: httpx.URL, other: httpx.URL) -> bool:
+    """Whether a redirect from ``url`` to ``other`` stays with the same origin: the same
+    scheme, host and port, or an upgrade from http (port 80) to https (port 443)."""
+    port, other_port = (
+        url.port or DEFAULT_PORTS.get(url.scheme),
+        other.port or DEFAULT_PORTS.get(other.scheme),
+    )
+    if url.host != other.host:
+        return False
+    upgrade = (url.scheme, port, other.scheme, other_port) == ("http", 80, "https", 443)
+    return upgrade or (url.scheme, port) == (other.scheme, other_port)
+
+
+def _note(message: str) -> None:
+    log = redirect_log.get()
+    if log is None:
+        logger.warning(message)
+    else:
+        log(message)
