@@ -20,6 +20,7 @@ from activities.email_trigger import EmailTriggerActivities
 from activities.history import HistoryActivities
 from activities.notify import NotifyActivities
 from activities.registry import action_activities
+from activities.run_code import remove_leftover_runs
 from api.scheduling import ensure_retention_schedule
 from schema.db import create_engine, create_sessionmaker
 from schema.settings import Settings, get_settings
@@ -99,6 +100,7 @@ def build_workers(
         )
     code_activities = action_activities(deps, "code")
     if code_activities and settings.worker_queues in ("all", "code"):
+        remove_leftover_runs()  # a killed worker's rendered programs (secrets) and cgroups
         workers.append(
             Worker(
                 client,

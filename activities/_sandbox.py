@@ -1,20 +1,31 @@
 """The namespaces and fresh root that ``run_code`` programs run in.
 
-``enter`` is the ``preexec_fn`` of the program's process (C1). It creates new user, mount,
-PID, network, IPC and UTS namespaces and forks twice:
+``enter`` is the ``preexec_fn`` of the program's process (C1). C1 joins the run's cgroup
+(``_cgroups``), creates new user, mount, PID, network, IPC, UTS and cgroup namespaces and
+forks twice:
 
 - C1 stays outside the new PID namespace and ends as the program ended (same exit code, or
   killed by the same signal), so the worker reads the outcome from it as before;
 - C2 is pid 1 of the new PID namespace: it builds the root the program sees, then only waits
   for the program; when it exits, the kernel kills whatever the program left behind;
-- C3 drops every capability and becomes the program.
+- C3 drops every capability, becomes the program's user, installs the seccomp filter
+  (``_seccomp``) and becomes the program.
+
+Who the program is: a root worker maps itself (root in the namespace, which builds the root)
+and the program's user, ``nobody`` in the namespace and ``RUN_ID_BASE`` + C1's pid on the
+host: a user of its own per run, so the kernel enforces the process limit (never enforced
+for the host's root) and no per-user counter is shared with the worker or other runs. A
+short-lived helper forked before the namespaces writes that map, as ``newuidmap`` would. An
+unprivileged worker maps only itself, and the program runs as the worker's user.
 
 The root is an empty tmpfs with read-only bind mounts of the system (``/usr``, ``/lib*``,
-``/bin``, a few files of ``/etc``), the Python installation and node, a fresh ``/tmp``,
-``/dev/shm`` and ``/dev`` (null, zero, full, random, urandom), the program's own /proc when
-the kernel lets it mount one, and the run's directory (read-write). Nothing else of the
-host exists in it: not the data dir, the worker's home or working directory, other users'
-files, the database files, or any other process.
+``/bin``, a few files of ``/etc``), the Python installation and node, and the program file;
+``/dev`` (null, zero, full, random, urandom); the program's own /proc when the kernel lets
+it mount one (``hidepid=2``: the program sees its own processes, not pid 1, which is a copy
+of the worker); and one size-limited tmpfs, the scratch, that holds the working directory,
+``/tmp`` and ``/dev/shm``. Nothing else of the host exists in it: not the data dir, the
+worker's home or working directory, other users' files, the database files, or any other
+process.
 
 Everything here runs between fork and exec of a process whose parent has threads: only
 system calls and plain Python, no locks, no logging.
@@ -24,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import resource
 import shutil
@@ -35,13 +47,24 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from activities import _seccomp
+
 CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
-NAMESPACES = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
+NAMESPACES = (
+    CLONE_NEWUSER
+    | CLONE_NEWNS
+    | CLONE_NEWPID
+    | CLONE_NEWNET
+    | CLONE_NEWIPC
+    | CLONE_NEWUTS
+    | CLONE_NEWCGROUP
+)
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -65,16 +88,27 @@ KEPT_FLAGS = (
 
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
+PR_SET_SECCOMP = 22
 PR_CAPBSET_DROP = 24
 PR_SET_SECUREBITS = 28
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
+SECCOMP_MODE_FILTER = 2
+KEYCTL_JOIN_SESSION_KEYRING = 1
 # noroot, no-setuid-fixup and keep-caps, each locked: no way back to capabilities.
 SECUREBITS = 0x1 | 0x2 | 0x4 | 0x8 | 0x20
 LAST_CAPABILITY = 63
 # pivot_root has no libc wrapper: its system call number, by machine.
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41}
+# A root worker's programs: this plus the run's first pid on the host (pid_max is at most
+# 2**22), above the ranges of systemd-nspawn's containers, below 2**31.
+RUN_ID_BASE = 1_900_000_000
+NOBODY = 65534
+# The scratch's file count: inodes cost kernel memory that its size does not count.
+SCRATCH_FILES = 16384
+# The program's first process is the first the kernel's OOM killer picks, the worker last.
+OOM_SCORE_ADJ = b"1000"
 
 SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 ETC_FILES = (
@@ -97,6 +131,7 @@ PROC_READ_ONLY = ("sys", "sysrq-trigger", "bus", "fs", "irq")
 PROC_MASKED = (
     "kcore",
     "keys",
+    "key-users",
     "timer_list",
     "sched_debug",
     "latency_stats",
@@ -106,6 +141,7 @@ PROC_MASKED = (
 )
 
 _libc = ctypes.CDLL(None, use_errno=True)
+Limits = list[tuple[int, int, int]]
 
 
 class SandboxUnavailable(Exception):
@@ -114,12 +150,29 @@ class SandboxUnavailable(Exception):
 
 @dataclass(frozen=True)
 class Layout:
-    """What the program sees of the host: paths mounted read-only at the same place, and
-    the run's directory (``base``, read-write). ``root`` is where the new root is built."""
+    """What the program sees of the host: paths mounted read-only at the same place, the
+    program file (read-only) and the working directory (on the scratch), both at their
+    path in the run's folder ``base``. ``root`` is where the new root is built."""
 
     read_only: tuple[str, ...]
+    program: str
+    workdir: str
     base: str
     root: str
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The program's user and group in its namespace; ``per_run``: mapped to
+    ``RUN_ID_BASE`` + the run's first pid (a root worker), else to the worker's own."""
+
+    uid: int
+    gid: int
+    per_run: bool
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(ctypes.c_char))]
 
 
 def interpreter_paths(node: str | None = None) -> list[str]:
@@ -139,11 +192,28 @@ def interpreter_paths(node: str | None = None) -> list[str]:
 
 def available() -> bool:
     """Whether this machine's architecture is one the sandbox knows."""
-    return os.uname().machine in SYS_PIVOT_ROOT
+    machine = os.uname().machine
+    return machine in SYS_PIVOT_ROOT and _seccomp.supported(machine)
 
 
-def layout_for(base: Path, hidden: Iterable[Path] = ()) -> Layout:
-    """The sandbox's view for a run whose directory is ``base``. Nothing that contains a
+def identity() -> Identity:
+    """Who the program runs as (see the module docstring)."""
+    if os.getuid() == 0 and _maps_every_id():
+        return Identity(NOBODY, NOBODY, per_run=True)
+    return Identity(os.getuid(), os.getgid(), per_run=False)
+
+
+def _maps_every_id() -> bool:
+    """Whether the worker is in the initial user namespace (or one as wide)."""
+    try:
+        maps = [Path(f"/proc/self/{name}").read_text().split() for name in ("uid_map", "gid_map")]
+    except OSError:
+        return False
+    return all(fields == ["0", "0", "4294967295"] for fields in maps)
+
+
+def layout_for(base: Path, program: Path, workdir: Path, hidden: Iterable[Path] = ()) -> Layout:
+    """The sandbox's view for a run whose folder is ``base``. Nothing that contains a
     ``hidden`` path (the data dir, the files root, the worker's home and working directory)
     is ever mounted, whatever the interpreters' layout."""
     secret = [str(path.resolve()) for path in hidden]
@@ -157,7 +227,7 @@ def layout_for(base: Path, hidden: Iterable[Path] = ()) -> Layout:
         paths.append(path)
     root = base / "root"
     root.mkdir(mode=0o700)
-    return Layout(tuple(paths), str(base), str(root))
+    return Layout(tuple(paths), str(program), str(workdir), str(base), str(root))
 
 
 def _under(path: str, parent: str) -> bool:
@@ -167,38 +237,160 @@ def _under(path: str, parent: str) -> bool:
 def error_of(base: Path) -> str | None:
     """Why the sandbox could not be built for the run in ``base``, if it could not."""
     with contextlib.suppress(OSError):
-        return (base / ERROR_FILE).read_text()
+        return (base / ERROR_FILE).read_text() or None
     return None
 
 
-def enter(layout: Layout, workdir: str, limits: list[tuple[int, int, int]]) -> Callable[[], None]:
-    """The ``preexec_fn`` that puts the program in its sandbox (see the module docstring)."""
-    uid, gid = os.getuid(), os.getgid()
+def plain(limits: Limits, cgroup: tuple[str, ...]) -> Callable[[], None]:
+    """The ``preexec_fn`` of a program run without the sandbox: its cgroup and limits."""
 
+    def _preexec() -> None:
+        _join(cgroup)
+        for kind, soft, hard in limits:
+            resource.setrlimit(kind, (soft, hard))
+
+    return _preexec
+
+
+def enter(
+    layout: Layout, limits: Limits, *, scratch_bytes: int, cgroup: tuple[str, ...] = ()
+) -> Callable[[], None]:
+    """The ``preexec_fn`` that puts the program in its sandbox (see the module docstring)."""
+    who = identity()
+    machine = os.uname().machine
+    seccomp = _filter(_seccomp.program(machine))
+    keyctl = _seccomp.NUMBERS[machine]["keyctl"]
+    scratch = f"mode=0755,size={scratch_bytes},nr_inodes={SCRATCH_FILES}"
     parent = os.getpid()
+
+    def _program() -> None:
+        """C3: no capabilities, no way to gain any, its user, limits and filter."""
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        os.chdir(layout.workdir)
+        _give_stdio(who)
+        for kind, soft, hard in limits:
+            resource.setrlimit(kind, (soft, hard))
+        _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+        for capability in range(LAST_CAPABILITY + 1):
+            _libc.prctl(PR_CAPBSET_DROP, capability)
+        _check(_libc.prctl(PR_SET_SECUREBITS, SECUREBITS), "securebits")
+        os.setresgid(who.gid, who.gid, who.gid)
+        os.setresuid(who.uid, who.uid, who.uid)
+        # A fresh, empty session keyring (the filter then refuses every keyring call).
+        _libc.syscall(keyctl, KEYCTL_JOIN_SESSION_KEYRING, None)
+        _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+        _check(
+            _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(seccomp), 0, 0),
+            "seccomp",
+        )
+
+    def _init(report: int, note: int) -> None:
+        """C2, pid 1 of the new PID namespace: build the root, start the program, wait."""
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        # Its memory is a copy of the worker's: nothing in the sandbox may read it.
+        _libc.prctl(PR_SET_DUMPABLE, 0)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        os.umask(0o022)  # the program's user must get through what is made here
+        _step(note, "root", lambda: _build_root(layout, who, scratch))
+        program = os.fork()
+        if program == 0:
+            _step(note, "program", _program)
+            return  # C3 goes on to exec the program
+        _wait_for(program, report)
 
     def _c1() -> None:
         # The worker's death ends the sandbox too, whatever the program does.
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:
             os._exit(1)
-        try:
-            _check(_libc.unshare(NAMESPACES), "unshare")
-            _write("/proc/self/setgroups", b"deny")
-            _write("/proc/self/uid_map", f"{uid} {uid} 1".encode())
-            _write("/proc/self/gid_map", f"{gid} {gid} 1".encode())
-        except OSError as error:
-            _note(layout, f"namespaces: {error}")
-            raise
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        note = os.open(os.path.join(layout.base, ERROR_FILE), flags, 0o600)
+        _step(note, "cgroup", lambda: _join(cgroup))
+        with contextlib.suppress(OSError):
+            _write("/proc/self/oom_score_adj", OOM_SCORE_ADJ)
+        _step(note, "namespaces", lambda: _unshare(who))
         report_r, report_w = os.pipe()
         init = os.fork()
         if init:
             os.close(report_w)
             _relay(init, report_r)
         os.close(report_r)
-        _init(layout, workdir, limits, report_w)
+        _init(report_w, note)
 
     return _c1
+
+
+def _filter(code: bytes) -> _SockFprog:
+    """A ``struct sock_fprog`` for ``code``; it keeps its buffer alive."""
+    buffer = ctypes.create_string_buffer(code, len(code))
+    return _SockFprog(len(code) // 8, ctypes.cast(buffer, ctypes.POINTER(ctypes.c_char)))
+
+
+def _step(note: int, what: str, action: Callable[[], None]) -> None:
+    """Run ``action``; on failure leave the reason where the worker finds it, and fail."""
+    try:
+        action()
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            os.write(note, f"{what}: {error}".encode())
+        raise
+
+
+def _join(cgroup: tuple[str, ...]) -> None:
+    for procs in cgroup:
+        _write(procs, str(os.getpid()).encode())
+
+
+def _unshare(who: Identity) -> None:
+    """New namespaces, and this process's ids mapped in the new user namespace."""
+    if not who.per_run:
+        uid, gid = os.getuid(), os.getgid()
+        _check(_libc.unshare(NAMESPACES), "unshare")
+        _write("/proc/self/setgroups", b"deny")
+        _write("/proc/self/uid_map", f"{uid} {uid} 1".encode())
+        _write("/proc/self/gid_map", f"{gid} {gid} 1".encode())
+        return
+    # Mapping a user other than its own takes a process outside the new namespace.
+    os.setgroups([])
+    me, outer = os.getpid(), RUN_ID_BASE + os.getpid()
+    ready_r, ready_w = os.pipe()
+    helper = os.fork()
+    if helper == 0:
+        os.close(ready_w)
+        _map_ids(me, ready_r, f"0 0 1\n{who.uid} {outer} 1\n", f"0 0 1\n{who.gid} {outer} 1\n")
+    os.close(ready_r)
+    try:
+        _check(_libc.unshare(NAMESPACES), "unshare")
+        _write("/proc/self/setgroups", b"deny")
+        os.write(ready_w, b"1")
+    finally:
+        os.close(ready_w)
+        _, status = os.waitpid(helper, 0)
+    if status != 0:
+        raise OSError(errno.EPERM, f"the id maps were refused ({outer})")
+
+
+def _map_ids(pid: int, ready: int, uid_map: str, gid_map: str) -> None:
+    """The helper: once ``pid`` has its namespaces, write its id maps; then exit."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    code = 1
+    try:
+        if os.read(ready, 1) == b"1":
+            _write(f"/proc/{pid}/uid_map", uid_map.encode())
+            _write(f"/proc/{pid}/gid_map", gid_map.encode())
+            code = 0
+    except OSError:
+        pass
+    os._exit(code)
+
+
+def _give_stdio(who: Identity) -> None:
+    """The program's pipes become its user's, so it can reopen them (``/dev/stdout``)."""
+    for descriptor in (0, 1, 2):
+        with contextlib.suppress(OSError):
+            info = os.fstat(descriptor)
+            if stat.S_ISFIFO(info.st_mode) and info.st_uid == os.getuid():
+                os.fchown(descriptor, who.uid, who.gid)
 
 
 def _relay(init: int, report: int) -> None:
@@ -212,21 +404,8 @@ def _relay(init: int, report: int) -> None:
     _end_like(status)
 
 
-def _init(layout: Layout, workdir: str, limits: list[tuple[int, int, int]], report: int) -> None:
-    """C2, pid 1 of the new PID namespace: build the root, start the program, wait."""
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    # Its memory is a copy of the worker's: nothing in the sandbox may read it.
-    _libc.prctl(PR_SET_DUMPABLE, 0)
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    try:
-        _build_root(layout)
-    except OSError as error:
-        _note(layout, f"root: {error}")
-        raise
-    program = os.fork()
-    if program == 0:
-        _program(workdir, limits)
-        return  # C3 goes on to exec the program
+def _wait_for(program: int, report: int) -> None:
+    """C2 after the fork: reap every child; report the program's status, then exit."""
     os.closerange(3, report)
     os.closerange(report + 1, _max_fd())
     while True:
@@ -239,41 +418,39 @@ def _init(layout: Layout, workdir: str, limits: list[tuple[int, int, int]], repo
             os._exit(0)
 
 
-def _program(workdir: str, limits: list[tuple[int, int, int]]) -> None:
-    """C3: no capabilities, no way to gain any, its limits; then the program."""
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    os.chdir(workdir)
-    for kind, soft, hard in limits:
-        resource.setrlimit(kind, (soft, hard))
-    _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
-    for capability in range(LAST_CAPABILITY + 1):
-        _libc.prctl(PR_CAPBSET_DROP, capability)
-    _check(_libc.prctl(PR_SET_SECUREBITS, SECUREBITS), "securebits")
-    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
-
-
-def _build_root(layout: Layout) -> None:
+def _build_root(layout: Layout, who: Identity, scratch: str) -> None:
     root = layout.root
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=16m")
-    _mount("tmpfs", _make_dir(root, "/tmp"), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=64m")
+    # One tmpfs for every place the program can write, each a directory of it.
+    staging = _make_dir(root, "/.scratch")
+    _mount("tmpfs", staging, "tmpfs", MS_NOSUID | MS_NODEV, scratch)
+    for name, mode in (("work", 0o700), ("tmp", 0o1777), ("shm", 0o1777)):
+        os.mkdir(f"{staging}/{name}")
+        os.chmod(f"{staging}/{name}", mode)
+    os.chown(f"{staging}/work", who.uid, who.gid)
+    _bind(f"{staging}/tmp", root + "/tmp", read_only=False)
     for path in layout.read_only:
         _bind(path, root + path, read_only=True)
-    _bind(layout.base, root + layout.base, read_only=False)
+    _bind(layout.program, root + layout.program, read_only=True)
+    _bind(f"{staging}/work", root + layout.workdir, read_only=False)
     dev = _make_dir(root, "/dev")
     _mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k")
     for name in DEVICES:
         _bind(f"/dev/{name}", f"{dev}/{name}", read_only=False)
-    shm = _make_dir(root, "/dev/shm")
-    _mount("tmpfs", shm, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=64m")
+    _bind(f"{staging}/shm", f"{dev}/shm", read_only=False)
+    _mount(None, f"{dev}/shm", None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | MS_NOEXEC)
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0")):
         os.symlink(target, f"{dev}/{name}")
     for number, name in enumerate(("stdout", "stderr"), start=1):
         os.symlink(f"/proc/self/fd/{number}", f"{dev}/{name}")
-    # The sandbox's own processes only; refused in some containers, then it goes without.
+    _check(_libc.umount2(staging.encode(), MNT_DETACH), "umount scratch")
+    os.rmdir(staging)
+    # The sandbox's own processes only, and of those only the program's (hidepid): pid 1
+    # is a copy of the worker. Refused in some containers, then it goes without.
     proc = _make_dir(root, "/proc")
     try:
-        _mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        _mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")
     except OSError:
         pass
     else:
@@ -349,12 +526,6 @@ def _write(path: str, data: bytes) -> None:
         os.write(descriptor, data)
     finally:
         os.close(descriptor)
-
-
-def _note(layout: Layout, message: str) -> None:
-    """Leave the reason where the worker finds it (the run's directory)."""
-    with contextlib.suppress(OSError):
-        Path(layout.base, ERROR_FILE).write_text(message)
 
 
 def _end_like(status: int) -> None:

@@ -3,11 +3,20 @@
 The program runs with its input as JSON on stdin, in an empty working directory, with a
 scrubbed environment, resource limits (CPU, memory, file size, processes, core dumps) and a
 wall-clock timeout that ends it and everything it started. It runs in new user, mount, PID,
-network, IPC and UTS namespaces, in a fresh root that holds only the system's programs and
-libraries, the interpreters, and its own directory (see ``activities/_sandbox.py``): no
-network, no other process, no file of the worker's (settings, keys, databases, other
-users' folders). Where the kernel refuses namespaces (Docker's default seccomp profile), the
-run fails with ``CodeIsolationUnavailable``, unless ``RUN_CODE_REQUIRE_ISOLATION`` is off.
+network, IPC, UTS and cgroup namespaces, as a user of its own, under a seccomp filter, in a
+fresh root that holds only the system's programs and libraries, the interpreters, its
+program file and a size-limited scratch tmpfs (see ``activities/_sandbox.py``): no network,
+no other process, no file of the worker's (settings, keys, databases, other users'
+folders). Where the kernel refuses namespaces (Docker's default seccomp profile), the run
+fails with ``CodeIsolationUnavailable``, unless ``RUN_CODE_REQUIRE_ISOLATION`` is off.
+
+Where the kernel and the worker's permissions allow, a cgroup bounds the memory (scratch
+included) and the processes of the program as a whole (``activities/_cgroups.py``); where
+they do not, memory_mb bounds each of its processes, the run's log says so and its result
+has ``memory_isolated`` false.
+
+Each run's folder (the rendered program, which may hold secrets) is locked while the run
+lasts; ``remove_leftover_runs`` removes those a killed worker left, at the worker's start.
 
 It is a process sandbox, not a VM: the same kernel. Run ``cronpilot-code`` on isolated
 workers (``CRONPILOT_WORKER_QUEUES=code``) when the code is not trusted.
@@ -17,32 +26,48 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
+import logging
 import math
 import os
 import resource
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
-from activities import _sandbox
+from activities import _cgroups, _sandbox
 from activities._action import ActionRun
 from activities._failure import ActionFailure
-from activities._templates import redact
+from activities._redaction import redact
 from schema.actions import RunCodeConfig
 
+log = logging.getLogger("cronpilot.run_code")
+MiB = 1024 * 1024
 MAX_STREAM_BYTES = 64 * 1024
-MAX_FILE_BYTES = 10 * 1024 * 1024
+MAX_FILE_BYTES = 10 * MiB
 MAX_PROCESSES = 64
 # Node's own threads and native allocations, beyond the V8 heap that memory_mb bounds.
 NODE_HEADROOM_MB = 64
+# In the run's cgroup beside the program: the sandbox's first two processes (forks of the
+# worker, whose pages they copy as they touch them).
+SANDBOX_TASKS = 2
+SANDBOX_HEADROOM_MB = 16
+# The working directory, /tmp and /dev/shm share one tmpfs of memory_mb, at most this.
+MAX_SCRATCH_MB = 128
+FOLDER_PREFIX = _cgroups.PREFIX
+LOCK_FILE = "lock"
+# A folder without a lock (made before runs took one) is a leftover once older than any
+# run lasts (timeout_seconds is at most an hour).
+UNLOCKED_LEFTOVER_SECONDS = 2 * 3600
 # After the program ends, how long its pipes may stay open (by a process that left its group).
 DRAIN_SECONDS = 1.0
 LOG_TAIL_CHARS = 2000
@@ -106,11 +131,11 @@ async def execute(run: ActionRun, config: RunCodeConfig) -> dict[str, Any]:
             "run_code is disabled on this worker (CRONPILOT_RUN_CODE_ENABLED=false)",
             retryable=False,
         )
-    sandbox = tempfile.TemporaryDirectory(prefix="cronpilot-code-", ignore_cleanup_errors=True)
+    base, lock = await asyncio.to_thread(_new_folder)
     try:
-        return await _execute_in(run, config, Path(sandbox.name))
+        return await _execute_in(run, config, base)
     finally:
-        await asyncio.to_thread(sandbox.cleanup)
+        await asyncio.to_thread(_remove_folder, base, lock)
 
 
 async def _execute_in(run: ActionRun, config: RunCodeConfig, base: Path) -> dict[str, Any]:
@@ -118,18 +143,37 @@ async def _execute_in(run: ActionRun, config: RunCodeConfig, base: Path) -> dict
     # of code, and the program must start in an empty directory.
     program = base / ("program.py" if config.language == "python" else "program.cjs")
     program.write_text(config.code, encoding="utf-8")
+    program.chmod(0o644)  # for the program's own user; the folder is the worker's alone
     workdir = base / "work"
     workdir.mkdir()
-    argv = _command(run, config, program)
     # Nothing of the worker's environment (settings, keys) passes; scratch files stay here.
     env = {"PATH": "/usr/bin:/bin", "HOME": str(workdir), "TMPDIR": str(workdir), "LANG": "C.UTF-8"}
-    stdin = json.dumps(config.input).encode()
+    argv = _command(run, config, program)
+    files = _Files(base, program, workdir, argv, env)
     run.log(f"running {config.language} ({len(config.code)} characters)")
+    async with _run_group(run, config, base.name) as group:
+        return await _run(run, config, files, group)
+
+
+@dataclass(frozen=True)
+class _Files:
+    """A run's folder, program file, working directory, command line and environment."""
+
+    base: Path
+    program: Path
+    workdir: Path
+    argv: list[str]
+    env: dict[str, str]
+
+
+async def _run(
+    run: ActionRun, config: RunCodeConfig, files: _Files, group: _cgroups.RunGroup | None
+) -> dict[str, Any]:
     started = time.perf_counter()
-    transport, protocol, isolation = await _spawn(run, argv, base, workdir, env, config)
+    transport, protocol, isolation = await _spawn(run, config, files, group)
     stdout, stderr = _Capture(), _Capture()
     tasks = [
-        asyncio.create_task(_feed(protocol.stdin, stdin)),
+        asyncio.create_task(_feed(protocol.stdin, json.dumps(config.input).encode())),
         asyncio.create_task(_drain(protocol.stdout, stdout)),
         asyncio.create_task(_drain(protocol.stderr, stderr)),
     ]
@@ -149,8 +193,11 @@ async def _execute_in(run: ActionRun, config: RunCodeConfig, base: Path) -> dict
     exit_code = transport.get_returncode()
     assert exit_code is not None
     run.log(f"exit code {exit_code} after {elapsed_ms} ms")
-    if timed_out or exit_code != 0:
-        _fail(run, config, exit_code, timed_out, stdout, stderr)
+    memory_isolated = group is not None and group.memory
+    # In the cgroup, an OOM kill may end one process of many: the program went over anyway.
+    oom_kills = _cgroups.oom_kills(group) if group is not None and memory_isolated else 0
+    if timed_out or exit_code != 0 or oom_kills:
+        _fail(run, config, exit_code, timed_out, oom_kills, stdout, stderr)
     return {
         "exit_code": exit_code,
         "stdout": stdout.text(),
@@ -159,8 +206,100 @@ async def _execute_in(run: ActionRun, config: RunCodeConfig, base: Path) -> dict
         "stderr_truncated": stderr.truncated,
         "output": _parse(stdout.last_line()),
         "network_isolated": isolation != "none",
+        "memory_isolated": memory_isolated,
         "elapsed_ms": elapsed_ms,
     }
+
+
+def _new_folder() -> tuple[Path, int]:
+    """A fresh run folder and its lock, held until the run's end. The folder appears under
+    its name with the lock already held, so no sweep ever takes a live run's folder."""
+    staging = Path(tempfile.mkdtemp(prefix="." + FOLDER_PREFIX))
+    lock = os.open(staging / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    base = staging.with_name(staging.name.removeprefix("."))
+    os.rename(staging, base)
+    return base, lock
+
+
+def _remove_folder(base: Path, lock: int) -> None:
+    try:
+        shutil.rmtree(base, ignore_errors=True)
+    finally:
+        os.close(lock)
+
+
+def remove_leftover_runs(directory: Path | None = None) -> list[str]:
+    """Remove what killed workers left behind: run folders no run holds (their rendered
+    programs may hold secrets), then their cgroups. Call once, as the worker starts; live
+    runs of other workers sharing the directory keep theirs."""
+    removed: list[str] = []
+    alive: list[str] = []
+    for entry in Path(directory or tempfile.gettempdir()).glob(FOLDER_PREFIX + "*"):
+        (removed if _remove_leftover(entry) else alive).append(entry.name)
+    groups = _cgroups.remove_leftovers(alive, removed)
+    if removed or groups:
+        log.warning("removed leftover run_code folders %s and cgroups %s", removed, groups)
+    return removed
+
+
+def _remove_leftover(folder: Path) -> bool:
+    """Remove ``folder`` if it is ours and no run holds its lock; whether it was removed."""
+    try:
+        info = folder.lstat()
+    except OSError:
+        return False
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        return False
+    try:
+        lock = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if time.time() - info.st_mtime < UNLOCKED_LEFTOVER_SECONDS:
+            return False
+        shutil.rmtree(folder, ignore_errors=True)
+        return True
+    except OSError:
+        return False
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock)
+        return False
+    _remove_folder(folder, lock)
+    return True
+
+
+@contextlib.asynccontextmanager
+async def _run_group(
+    run: ActionRun, config: RunCodeConfig, name: str
+) -> AsyncIterator[_cgroups.RunGroup | None]:
+    """The run's cgroup, where one can be made; removed (with what is left in it) after."""
+    megabytes = _tree_memory_mb(config)
+    tasks = MAX_PROCESSES + SANDBOX_TASKS
+    group, reason = await asyncio.to_thread(_cgroups.create, name, megabytes * MiB, tasks)
+    if group is not None:
+        run.log(f"the program's limits hold for all its processes together ({group.describe()})")
+    if group is None or not group.memory:
+        run.log(
+            f"no memory cgroup ({reason}): memory_mb bounds each process of the program, "
+            "not all of them together",
+            "warning",
+        )
+    try:
+        yield group
+    finally:
+        if group is not None and not await asyncio.to_thread(_cgroups.remove, group):
+            log.warning("could not remove the cgroup %s", [str(d) for d in group.directories])
+
+
+def _tree_memory_mb(config: RunCodeConfig) -> int:
+    """The cgroup's memory limit: memory_mb, node's headroom, the sandbox's own processes."""
+    node = NODE_HEADROOM_MB if config.language == "javascript" else 0
+    return config.memory_mb + node + SANDBOX_HEADROOM_MB
+
+
+def _scratch_bytes(config: RunCodeConfig) -> int:
+    return min(config.memory_mb, MAX_SCRATCH_MB) * MiB
 
 
 def _command(run: ActionRun, config: RunCodeConfig, program: Path) -> list[str]:
@@ -178,25 +317,21 @@ def _command(run: ActionRun, config: RunCodeConfig, program: Path) -> list[str]:
 
 
 async def _spawn(
-    run: ActionRun,
-    argv: list[str],
-    base: Path,
-    workdir: Path,
-    env: dict[str, str],
-    config: RunCodeConfig,
+    run: ActionRun, config: RunCodeConfig, files: _Files, group: _cgroups.RunGroup | None
 ) -> tuple[asyncio.SubprocessTransport, _Protocol, Isolation]:
     """Start the program in its sandbox; without namespaces only when the operator allows."""
     loop = asyncio.get_running_loop()
+    cgroup = group.procs if group is not None else ()
 
     async def start(preexec: Callable[[], None]) -> tuple[asyncio.SubprocessTransport, _Protocol]:
         return await loop.subprocess_exec(
             lambda: _Protocol(loop),
-            *argv,
+            *files.argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            cwd=workdir,
-            env=env,
+            cwd=files.workdir,
+            env=files.env,
             start_new_session=True,
             preexec_fn=preexec,
         )
@@ -205,13 +340,16 @@ async def _spawn(
     if _sandbox.available():
         settings = run.deps.settings
         hidden = [settings.data_dir, settings.files_root, Path.home(), Path.cwd()]
-        layout = _sandbox.layout_for(base, hidden)
+        layout = _sandbox.layout_for(files.base, files.program, files.workdir, hidden)
+        limits = _limits(config, "namespaces")
+        scratch = _scratch_bytes(config)
         try:
-            limits = _limits(config, "namespaces")
-            transport, protocol = await start(_sandbox.enter(layout, str(workdir), limits))
+            transport, protocol = await start(
+                _sandbox.enter(layout, limits, scratch_bytes=scratch, cgroup=cgroup)
+            )
             return transport, protocol, "namespaces"
         except subprocess.SubprocessError:
-            reason = _sandbox.error_of(base) or "the sandbox could not be set up"
+            reason = _sandbox.error_of(files.base) or "the sandbox could not be set up"
     if run.deps.settings.run_code_require_isolation:
         run.fail(
             "CodeIsolationUnavailable",
@@ -220,20 +358,14 @@ async def _spawn(
             retryable=False,
         )
     run.log(f"no sandbox ({reason}): the program sees what the worker sees", "warning")
-    limits = _limits(config, "none")
-    transport, protocol = await start(lambda: _apply(limits))
+    transport, protocol = await start(_sandbox.plain(_limits(config, "none"), cgroup))
     return transport, protocol, "none"
-
-
-def _apply(limits: list[tuple[int, int, int]]) -> None:
-    for kind, soft, hard in limits:
-        resource.setrlimit(kind, (soft, hard))
 
 
 def _limits(config: RunCodeConfig, isolation: Isolation) -> list[tuple[int, int, int]]:
     """(resource, soft, hard) for the child, never above the worker's own hard limits."""
     cpu_seconds = math.ceil(config.timeout_seconds) + 1
-    memory = config.memory_mb * 1024 * 1024
+    memory = config.memory_mb * MiB
     processes = _process_limit(isolation)
     limits = [
         # The soft limit sends SIGXCPU; the hard one, a second later, SIGKILL.
@@ -247,7 +379,7 @@ def _limits(config: RunCodeConfig, isolation: Isolation) -> list[tuple[int, int,
     else:
         # V8 reserves hundreds of MB of address space it never uses, so RLIMIT_AS cannot
         # bound node; RLIMIT_DATA counts only writable private memory.
-        data = memory + NODE_HEADROOM_MB * 1024 * 1024
+        data = memory + NODE_HEADROOM_MB * MiB
         limits.append((resource.RLIMIT_DATA, data, data))
     return [
         (kind, _within_hard_limit(kind, soft), _within_hard_limit(kind, hard))
@@ -258,8 +390,9 @@ def _limits(config: RunCodeConfig, isolation: Isolation) -> list[tuple[int, int,
 def _process_limit(isolation: Isolation) -> int:
     """RLIMIT_NPROC counts every task of the real uid (threads too), for that user namespace."""
     if isolation == "namespaces" or os.getuid() == 0:
-        # In a fresh user namespace only the sandbox counts. For root the kernel never
-        # enforces it, so the value does not matter.
+        # In a fresh user namespace only the sandbox's tasks of the program's user count
+        # (never the host's root: see _sandbox). Without one, the kernel never enforces it
+        # for root, so the value does not matter (a pids cgroup still holds).
         return MAX_PROCESSES
     # Without a namespace the worker's own threads and other sandboxes count too.
     return _tasks_of(os.getuid()) + MAX_PROCESSES
@@ -323,6 +456,7 @@ def _fail(
     config: RunCodeConfig,
     exit_code: int,
     timed_out: bool,
+    oom_kills: int,
     stdout: _Capture,
     stderr: _Capture,
 ) -> NoReturn:
@@ -343,8 +477,16 @@ def _fail(
     if exit_code == -signal.SIGXCPU:
         run.fail("CodeTimeout", "the program used up its CPU time limit", retryable=False)
     errors = bytes(stderr.head + stderr.tail).decode("utf-8", errors="replace")
-    # A SIGKILL we did not send is most likely the kernel's (or a memory cgroup's) OOM
-    # killer; the CPU hard limit sends one only to a program that ignores SIGXCPU.
+    if oom_kills:
+        run.fail(
+            "CodeMemoryExceeded",
+            f"its processes together went over memory_mb={config.memory_mb} (scratch files "
+            f"count too): the kernel's OOM killer ended {oom_kills} of them "
+            f"(exit code {exit_code})",
+            retryable=False,
+        )
+    # A SIGKILL we did not send is most likely the kernel's OOM killer; the CPU hard limit
+    # sends one only to a program that ignores SIGXCPU.
     if exit_code == -signal.SIGKILL or any(marker in errors for marker in MEMORY_MARKERS):
         run.fail(
             "CodeMemoryExceeded",

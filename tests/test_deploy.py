@@ -212,3 +212,12 @@ def test_dockerfile_runs_cronpilot_api_as_non_root() -> None:
     assert any(keyword == "RUN" and "pip install ." in args for keyword, args in instructions)
     env_lines = " ".join(args for keyword, args in instructions if keyword == "ENV")
     assert "CRONPILOT_API_HOST=0.0.0.0" in env_lines
+
+
+def test_the_worker_sandboxes_run_code_without_privileges() -> None:
+    """run_code's namespaces and scratch tmpfs need Docker's seccomp and AppArmor profiles
+    off for the worker, and nothing more: no privileged mode, no capability, no root."""
+    worker = _compose()["services"]["worker"]
+    assert {"seccomp=unconfined", "apparmor=unconfined"} <= set(worker["security_opt"])
+    assert not worker.get("privileged") and not worker.get("cap_add")
+    assert worker.get("user") in (None, "cronpilot", "10001"), "the image's unprivileged user"
