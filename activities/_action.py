@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import traceback
 from collections.abc import Awaitable, Callable
+from contextvars import Token
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -33,15 +35,16 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities._failure import EXCERPT_SCAN_CHARS, ActionFailure, excerpt
+from activities._http import OutboundClient, redirect_log
 from activities._network import BlockedAddress, GuardedTransport
+from activities._redaction import redact
 from activities._results import MAX_RESULT_BYTES, bounded
 from activities._templates import (
     MissingSecret,
     SecretValues,
-    redact,
+    TemplateTooLarge,
     referenced_names,
     render,
-    secret_forms,
 )
 from schema import crud
 from schema.actions import RENDERED, STORED
@@ -107,7 +110,7 @@ class ActionDeps:
     def http(self) -> httpx.AsyncClient:
         """One pooled client per worker, behind the outbound network guard."""
         if self._http is None or self._http.is_closed:
-            self._http = httpx.AsyncClient(
+            self._http = OutboundClient(
                 transport=GuardedTransport(
                     allow_private=bool(self.settings.allow_private_networks),
                     allowed=self.settings.allowed_network_list,
@@ -148,9 +151,12 @@ class ActionRun:
             )
         self.log(f"attempt {self.attempt} of {action_input.retry.max_attempts} started")
         self._beating: asyncio.Task[None] | None = None
+        self._redirects: Token[Callable[[str], None] | None] | None = None
 
     async def __aenter__(self) -> ActionRun:
         self._beating = asyncio.create_task(self._beat())
+        # What the shared HTTP client does to a redirect is logged on this attempt.
+        self._redirects = redirect_log.set(functools.partial(self.log, level="warning"))
         return self
 
     async def __aexit__(
@@ -159,6 +165,8 @@ class ActionRun:
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
+        if self._redirects is not None:
+            redirect_log.reset(self._redirects)
         if self._beating is not None:
             self._beating.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -185,6 +193,10 @@ class ActionRun:
             raise ActionFailure("MissingSecret", str(error), retryable=False) from None
         except SecurityError as error:
             raise ActionFailure("TemplateSecurityError", str(error), retryable=False) from None
+        except TemplateTooLarge as error:
+            # Over a size or time limit: the config cannot be rendered into something usable.
+            message = f"rendering templates: {error}"
+            raise ActionFailure("InvalidConfig", message, retryable=False) from None
         except Exception as error:  # a TemplateError, or what an expression raised (1/0)
             message = f"{type(error).__name__}: {error}"
             raise ActionFailure("TemplateError", message, retryable=False) from None
@@ -216,10 +228,9 @@ class ActionRun:
         }
 
     def hide(self, *values: str) -> None:
-        """Redact these values too (tokens, keys), in their common encodings, from logs,
-        results and errors."""
-        forms = {form for value in values for form in secret_forms(value)}
-        self.secrets = sorted({*self.secrets, *forms}, key=len, reverse=True)
+        """Redact these values too (tokens, keys) from logs, results and errors, in every
+        form ``activities/_redaction.py`` catches."""
+        self.secrets = sorted({*self.secrets, *filter(None, values)}, key=len, reverse=True)
 
     async def secret(self, name: str) -> str:
         """One of the user's secrets by name (redacted from then on); MissingSecret if absent."""

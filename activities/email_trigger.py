@@ -29,7 +29,7 @@ from activities._action import ActionError
 from activities._failure import ActionFailure
 from activities._mailbox import Mailbox, Message, fetch_unseen, mark_seen
 from activities._network import BlockedAddress, checked_addresses
-from activities._templates import redact, secret_forms
+from activities._redaction import redact
 from api import triggers
 from api.scheduling import ScheduledTask
 from schema import crud
@@ -85,7 +85,7 @@ class EmailTriggerActivities:
         hidden: list[str] = []
         try:
             password = await self._password(start, trigger.password_secret)
-            hidden = sorted(secret_forms(password), key=len, reverse=True)
+            hidden = [password]
             box = await self._mailbox(trigger, password)
             messages = await fetch_unseen(
                 box,
@@ -102,7 +102,11 @@ class EmailTriggerActivities:
 
     async def _password(self, start: TriggerInput, name: str) -> str:
         async with self.sessions() as session:
-            stored = await crud.list_secrets(session, user_id=start.user_id)
+            task_id, user_id = start.task_id, start.user_id
+            if not await crud.task_exists(session, task_id=task_id, user_id=user_id):
+                message = "the task was deleted: a poll still going gets no secrets"
+                raise ActionFailure("TaskDeleted", message, retryable=False)
+            stored = await crud.list_secrets(session, user_id=user_id)
         for secret in stored:
             if secret.name == name:
                 return SecretBox(self.settings).decrypt(secret.value_encrypted)

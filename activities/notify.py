@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from sqlalchemy.exc import DBAPIError
 from temporalio import activity
 
 from activities._action import ActionDeps
@@ -31,7 +32,11 @@ class NotifyActivities:
     @activity.defn
     async def notify_run(self, notice: NotifyInput) -> dict[str, Any]:
         """Send every notification the task asks for; each failure is logged on the
-        execution. Returns what was sent and what failed."""
+        execution. Returns what was sent and what failed. Nothing is sent about a run of a
+        task deleted since (its runs were cancelled by the delete)."""
+        if await self._task_deleted(notice):
+            log.info("run %s: its task was deleted; no notification", notice.workflow_id)
+            return {"sent": [], "failed": [], "skipped": "the task was deleted"}
         summary = self._summary(notice)
         sent: list[str] = []
         failed: list[str] = []
@@ -71,6 +76,16 @@ class NotifyActivities:
             except Exception as error:
                 log.warning("run %s: notification log not written: %r", notice.workflow_id, error)
         return {"sent": sent, "failed": failed}
+
+    async def _task_deleted(self, notice: NotifyInput) -> bool:
+        """Whether the run's task is gone (not known while the database is down: then the
+        notification goes out, as it must not wait for the database)."""
+        try:
+            async with self.deps.sessions() as session:
+                return not await crud.task_exists(session, task_id=notice.task_id)
+        except (DBAPIError, OSError) as error:
+            log.warning("run %s: task not looked up (%r); notifying", notice.workflow_id, error)
+            return False
 
     def _summary(self, notice: NotifyInput) -> dict[str, Any]:
         settings = self.deps.settings

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client, ScheduleDescription
+from temporalio.service import RPCError
 
 from api import scheduling, triggers
 from api.errors import Conflict, Invalid
@@ -177,20 +178,39 @@ async def set_paused(
     await session.flush()
 
 
-async def delete(session: AsyncSession, client: Client, task: Task) -> None:
-    """Delete the task, its history and its webhooks. Before that, its schedule is gone,
-    its trigger workflow cancelled (the deliveries still waiting are dropped) and every run
-    in flight asked to stop, chains waiting for a resume URL included: nothing of a deleted
-    task goes on running with its owner's secrets."""
+async def delete(session: AsyncSession, client: Client, task: Task) -> list[RunInFlight]:
+    """Delete the task, its history and its webhooks, once nothing can start a run of it:
+    its schedule is paused (so the runs it is running are listed exactly), then deleted;
+    its trigger workflow is cancelled (it drops the deliveries still waiting and cancels
+    the runs it started). Returns the runs in flight, for ``stop_runs`` once the delete
+    committed: from then on the task is gone for them too (no secrets, no resume)."""
+    if crud.owns_schedule(task):
+        await scheduling.pause_schedule(client, task.id, "the task is being deleted")
+    in_flight = await scheduling.runs_in_flight(client, task.id, _last_manual(task))
     await scheduling.delete_schedule(client, task.id)
     if task.type == "trigger":
         await triggers.cancel(client, task.id)
-    in_flight = await scheduling.runs_in_flight(client, task.id, _last_manual(task))
-    await scheduling.cancel_runs(client, in_flight)
-    if in_flight:
-        log.info("task %s deleted: %d runs in flight cancelled", task.id, len(in_flight))
     await session.delete(task)
     await session.flush()
+    return in_flight
+
+
+async def stop_runs(client: Client, task_id: uuid.UUID, runs: list[RunInFlight]) -> None:
+    """Cancel the runs in flight of a task just deleted (chains waiting for their resume
+    URL included). When Temporal cannot be asked, they run to their end, without secrets
+    or records: the delete stands, and the log says so."""
+    try:
+        await scheduling.cancel_runs(client, runs)
+    except RPCError as error:
+        log.warning(
+            "task %s deleted, but its %d runs in flight not cancelled: %s",
+            task_id,
+            len(runs),
+            error,
+        )
+        return
+    if runs:
+        log.info("task %s deleted: %d runs in flight cancelled", task_id, len(runs))
 
 
 # -- a one-time task whose run_at passed without its run -----------------------------------

@@ -1,22 +1,30 @@
-"""What the webhook receiver keeps in memory: a token bucket per webhook, and use counts
-written to the database in batches (the receiver never waits on those writes). The one
-write a delivery waits for is its signature's claim (``crud.claim_signature``): replays
-must be refused by every API process."""
+"""The webhook receiver's checks and what it keeps: who may deliver (``admit``: the
+credential, then the signature's claim, so that a replay is refused by every API process),
+a token bucket per webhook, and use counts written to the database in batches (the receiver
+never waits on those writes; the claim is the one write a signed delivery waits for)."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
-from datetime import datetime
+import time
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from api.errors import Invalid, Problem
+from api.signatures import TOLERANCE_SECONDS, verify
 from schema import crud
+from schema.orm import TaskWebhook
+from schema.settings import Settings
+from schema.triggers import MAX_DELIVERY_ID_CHARS
 
 log = logging.getLogger("cronpilot.webhooks")
 FLUSH_EVERY_SECONDS = 2.0
 MAX_BUCKETS = 100_000
+DELIVERY_HEADERS = ("x-cronpilot-delivery", "x-github-delivery")
 
 
 class RateLimiter:
@@ -38,12 +46,6 @@ class RateLimiter:
             self._buckets.clear()  # a flood of keys: start every bucket full again
         self._buckets[key] = (tokens - 1, now)
         return None
-
-    def peek(self, key: str, now: float) -> float | None:
-        """Like ``take``, without taking: None when a token is there."""
-        tokens, at = self._buckets.get(key, (self.capacity, now))
-        tokens = min(self.capacity, tokens + (now - at) * self.rate)
-        return None if tokens >= 1 else (1 - tokens) / self.rate
 
     @staticmethod
     def retry_after(seconds: float) -> str:
@@ -80,3 +82,85 @@ class UsageCounter:
                 await self.flush(sessions)
         finally:
             await asyncio.shield(self.flush(sessions))
+
+
+async def admit(
+    session: AsyncSession,
+    *,
+    webhook: TaskWebhook,
+    secret: str,
+    headers: dict[str, str],
+    body: bytes,
+    settings: Settings,
+    limits: RateLimiter,
+) -> str:
+    """The delivery id of a request whose credential is good and that is no replay (its
+    signature claimed for it, committed); else a Problem: 401, or 429 once the webhook's
+    refusals are over their own bucket. That bucket is looked at only after a request
+    failed: junk never stops a validly signed delivery."""
+    verdict = verify(webhook.auth, secret, headers, body, time.time())
+    if not verdict.ok:
+        raise _refused(webhook.public_id, verdict.reason, settings, limits)
+    delivery_id = delivery_id_of(headers, body, verdict.timestamp, webhook.auth)
+    if verdict.signature is not None:
+        claimed = await crud.claim_signature(
+            session,
+            webhook_id=webhook.id,
+            signature=verdict.signature,
+            delivery_id=delivery_id,
+            expires_at=_claim_expiry(settings, verdict.timestamp),
+            now=datetime.now(UTC),
+        )
+        await session.commit()
+        if claimed != delivery_id:
+            reason = "this signature was used for another delivery"
+            raise _refused(webhook.public_id, reason, settings, limits)
+    return delivery_id
+
+
+def too_many(settings: Settings, limits: RateLimiter, wait: float) -> Problem:
+    return Problem(
+        429,
+        f"over this webhook's limit of {settings.webhook_rate_limit_per_minute} requests a minute",
+        headers={"Retry-After": limits.retry_after(wait)},
+    )
+
+
+def _refused(public_id: str, reason: str, settings: Settings, limits: RateLimiter) -> Problem:
+    """A 401, counted in the webhook's refusal bucket (and logged, without the body); a 429,
+    not logged, beyond it."""
+    if (wait := limits.take(f"refused:{public_id}", time.monotonic())) is not None:
+        return too_many(settings, limits, wait)
+    log.warning("webhook %s refused a delivery: %s", public_id, reason)
+    return Problem(401, f"not authenticated: {reason}")
+
+
+def _claim_expiry(settings: Settings, timestamp: int | None) -> datetime:
+    """Until when a signature stays claimed: while its timestamp is within tolerance (and a
+    minute more, for clocks that differ between API processes), or, with no timestamp,
+    for ``WEBHOOK_REPLAY_DAYS``."""
+    if timestamp is not None:
+        return datetime.fromtimestamp(timestamp + TOLERANCE_SECONDS + 60, UTC)
+    return datetime.now(UTC) + timedelta(days=settings.webhook_replay_days)
+
+
+def delivery_id_of(headers: dict[str, str], body: bytes, timestamp: int | None, auth: str) -> str:
+    """``X-Cronpilot-Delivery``, else ``X-GitHub-Delivery``, else a digest of the body."""
+    for name in DELIVERY_HEADERS:
+        given = headers.get(name)
+        if given is None:
+            continue
+        fits = 0 < len(given) <= MAX_DELIVERY_ID_CHARS
+        if not (fits and given.isascii() and given.isprintable()):
+            message = f"must be 1-{MAX_DELIVERY_ID_CHARS} printable ASCII characters"
+            raise Invalid([{"loc": ["header", name], "msg": message}])
+        return given
+    # No id given: the body and the signed timestamp (hmac); the body alone (github: a
+    # replayed request is the same delivery); the body and its arrival (token).
+    if timestamp is not None:
+        stamp = str(timestamp)
+    elif auth == "github":
+        stamp = "github"
+    else:
+        stamp = str(time.time_ns())
+    return "sha256:" + hashlib.sha256(stamp.encode() + b"." + body).hexdigest()

@@ -318,6 +318,19 @@ async def sync_schedule(
     raise RuntimeError(f"schedule {schedule_id(task.task_id)} keeps appearing and vanishing")
 
 
+async def pause_schedule(client: Client, task_id: uuid.UUID, note: str) -> bool:
+    """Pause the task's schedule (no fire from now on); True when there was one."""
+    try:
+        await client.get_schedule_handle(schedule_id(task_id)).pause(
+            note=note, rpc_timeout=RPC_TIMEOUT
+        )
+    except RPCError as error:
+        if error.status != RPCStatusCode.NOT_FOUND:
+            raise
+        return False
+    return True
+
+
 async def delete_schedule(client: Client, task_id: uuid.UUID) -> bool:
     """Remove the task's schedule; True when there was one (already gone is fine)."""
     try:

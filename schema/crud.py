@@ -416,26 +416,22 @@ async def claim_signature(
     expires_at: datetime,
     now: datetime,
 ) -> str:
-    """Claim a webhook's ``signature`` for ``delivery_id`` until ``expires_at`` (one
-    statement); returns the delivery the signature is claimed for: another delivery id
-    means a replay. An expired claim is taken over."""
+    """Claim a webhook's ``signature`` for ``delivery_id`` until ``expires_at``; returns the
+    delivery the signature is claimed for: another delivery id means a replay. An expired
+    claim is taken over; a live one is only read (a replay writes nothing)."""
     digest = hashlib.sha256(f"{webhook_id}:{signature}".encode()).hexdigest()
     statement = _insert(session)(WebhookSignature).values(
         digest=digest, webhook_id=webhook_id, delivery_id=delivery_id, expires_at=expires_at
     )
-    expired = WebhookSignature.expires_at <= now
     statement = statement.on_conflict_do_update(
         index_elements=["digest"],
-        set_={
-            "delivery_id": case(
-                (expired, statement.excluded.delivery_id), else_=WebhookSignature.delivery_id
-            ),
-            "expires_at": case(
-                (expired, statement.excluded.expires_at), else_=WebhookSignature.expires_at
-            ),
-        },
+        set_={"delivery_id": delivery_id, "expires_at": expires_at},
+        where=WebhookSignature.expires_at <= now,
     ).returning(WebhookSignature.delivery_id)
-    claimed: str = (await session.execute(statement)).scalar_one()
+    claimed = (await session.execute(statement)).scalar_one_or_none()
+    if claimed is None:  # claimed already, and still live
+        held = select(WebhookSignature.delivery_id).where(WebhookSignature.digest == digest)
+        claimed = (await session.execute(held)).scalar_one()
     return claimed
 
 

@@ -19,27 +19,39 @@ def json_value_problem(
     """Where ``data`` (parsed JSON) nests deeper than ``max_depth`` (when given), or holds
     what JSON stores refuse or cannot write back: a NUL character, a lone UTF-16 surrogate
     (``"\\ud800"``), or a number that is not finite (``NaN``, ``Infinity``). None when it
-    holds none."""
-    stack: list[tuple[Any, tuple[str | int, ...]]] = [(data, ())]
+    holds none. Linear: a path is spelled out only for the problem found."""
+    # (node, depth, where): ``where`` links to the parent's, spelled out only when needed.
+    stack: list[tuple[Any, int, _Where]] = [(data, 0, None)]
     while stack:
-        node, path = stack.pop()
-        if max_depth is not None and len(path) > max_depth:
-            return path, f"nested deeper than {max_depth} levels {counted}".rstrip()
+        node, depth, where = stack.pop()
+        if max_depth is not None and depth > max_depth:
+            return _path(where), f"nested deeper than {max_depth} levels {counted}".rstrip()
         if isinstance(node, dict):
-            for key in node:
+            for key, value in node.items():
                 problem = _text_problem(key) if isinstance(key, str) else None
                 if problem:
-                    return (*path, key), f"a key may not contain {problem}"
-            stack.extend((value, (*path, str(key))) for key, value in node.items())
+                    return (*_path(where), key), f"a key may not contain {problem}"
+                stack.append((value, depth + 1, (str(key), where)))
         elif isinstance(node, list):
-            stack.extend((value, (*path, index)) for index, value in enumerate(node))
+            stack.extend((value, depth + 1, (index, where)) for index, value in enumerate(node))
         elif isinstance(node, str):
             problem = _text_problem(node)
             if problem:
-                return path, f"may not contain {problem}"
+                return _path(where), f"may not contain {problem}"
         elif isinstance(node, float) and not math.isfinite(node):
-            return path, f"must be a finite number, not {node}"
+            return _path(where), f"must be a finite number, not {node}"
     return None
+
+
+_Where = tuple[str | int, "_Where"] | None
+
+
+def _path(where: _Where) -> tuple[str | int, ...]:
+    parts: list[str | int] = []
+    while where is not None:
+        key, where = where
+        parts.append(key)
+    return tuple(reversed(parts))
 
 
 def _text_problem(text: str) -> str | None:
@@ -52,9 +64,10 @@ def _text_problem(text: str) -> str | None:
 
 
 def heaviest_part(data: Any) -> tuple[tuple[str | int, ...], int]:
-    """The path of the part of ``data`` that holds most of its weight as JSON, and that
-    weight: from the top, into the heaviest member as long as it weighs more than half of
-    what holds it (a long string, or a long list of small items)."""
+    """The path of the part of ``data`` that holds most of its weight as compact JSON
+    (``compact_size``), and that weight: from the top, into the heaviest member as long as
+    it weighs more than half of what holds it (a long string, or a long list of small
+    items)."""
     weights: dict[int, int] = {}
     stack: list[tuple[Any, bool]] = [(data, False)]
     while stack:  # post-order: a container's weight once its members' are known
@@ -63,11 +76,12 @@ def heaviest_part(data: Any) -> tuple[tuple[str | int, ...], int]:
             stack.append((node, True))
             stack.extend((child, False) for child in _members(node).values())
             continue
-        if isinstance(node, dict):
+        if isinstance(node, dict):  # {"key":value,...}
             keys = sum(len(json.dumps(str(key), ensure_ascii=False).encode()) for key in node)
-            weights[id(node)] = 2 + keys + sum(weights[id(v)] + 2 for v in node.values())
-        elif isinstance(node, list):
-            weights[id(node)] = 2 + sum(weights[id(v)] + 1 for v in node)
+            items = sum(weights[id(v)] + 2 for v in node.values())
+            weights[id(node)] = 1 + keys + items + (not node)
+        elif isinstance(node, list):  # [value,...]
+            weights[id(node)] = 1 + sum(weights[id(v)] + 1 for v in node) + (not node)
         else:
             weights[id(node)] = len(json.dumps(node, ensure_ascii=False, default=str).encode())
     path: tuple[str | int, ...] = ()
@@ -84,3 +98,8 @@ def _members(node: dict[Any, Any] | list[Any]) -> dict[str | int, Any]:
     if isinstance(node, dict):
         return {str(key): value for key, value in node.items()}
     return dict(enumerate(node))
+
+
+def compact_size(data: Any) -> int:
+    """What ``data`` weighs as compact JSON (no spaces), in UTF-8 bytes."""
+    return len(json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str).encode())

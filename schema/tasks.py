@@ -24,7 +24,7 @@ from schema.actions import CONFIG_MODE, HttpUrl, SingleLine, StrictModel
 from schema.chains import AnyAction
 from schema.conditions import Condition, refuse_steps
 from schema.cron import CronError, never_fires, parse_cron
-from schema.json_values import heaviest_part, json_value_problem
+from schema.json_values import compact_size, heaviest_part, json_value_problem
 from schema.triggers import Delivery, TriggerSpec
 
 TaskType = Literal["one_time", "recurring", "trigger"]
@@ -56,11 +56,11 @@ def canonical_zone(name: str) -> bool:
 def bounds_problems(data: Any) -> list[tuple[tuple[str | int, ...], str, Any]]:
     """Where a task (as sent) nests deeper than ``MAX_JSON_DEPTH`` levels, holds what no
     JSON store keeps (``json_value_problem``), or weighs more than ``MAX_TASK_BYTES`` as
-    JSON. Iterative: a hostile nesting cannot exhaust the stack."""
+    compact JSON. Iterative: a hostile nesting cannot exhaust the stack."""
     problem = json_value_problem(data, MAX_JSON_DEPTH, "(counted from the task)")
     if problem:
         return [(problem[0], problem[1], None)]
-    size = len(json.dumps(data, ensure_ascii=False, default=str).encode())
+    size = compact_size(data)
     if size > MAX_TASK_BYTES:
         path, weight = heaviest_part(data)
         message = (

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import ChildWorkflowError, WorkflowAlreadyStartedError
+from temporalio.exceptions import ChildWorkflowError, FailureError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -195,19 +195,21 @@ class TriggerWorkflow:
         self._queue.clear()
         for delivery_id in self._dropped:
             workflow.logger.info("delivery %s dropped: the task was deleted", delivery_id)
-        # A run being started now is cancelled too, once it has its id.
+        # The runs going now, and those being started (cancelled once they have their id);
+        # a run that ends meanwhile leaves ``_runs``, and is still named here.
+        going = dict(self._runs)
         await workflow.wait_condition(lambda: self._starting == 0)
-        cancelled = list(self._runs)
-        for workflow_id, run_id in list(self._runs.items()):
+        going.update(self._runs)
+        for workflow_id, run_id in going.items():
             handle = workflow.get_external_workflow_handle(workflow_id, run_id=run_id)
             try:
                 await handle.cancel()
-            except Exception as error:  # it ended meanwhile
+            except FailureError as error:  # it ended meanwhile
                 workflow.logger.info("run %s not cancelled: %s", workflow_id, error)
         return {
             "ended": "the task was deleted",
             "dropped_deliveries": self._dropped,
-            "cancelled_runs": cancelled,
+            "cancelled_runs": list(going),
         }
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:

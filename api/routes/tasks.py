@@ -358,11 +358,13 @@ async def _bulk(
     results = []
     for task_id in dict.fromkeys(body.ids):
         try:
+            in_flight = []
             async with state.sessions() as session, _locked(state, session, user, task_id) as task:
                 if operation == "delete":
-                    await lifecycle.delete(session, state.temporal, task)
+                    in_flight = await lifecycle.delete(session, state.temporal, task)
                 else:
                     await _set_paused(task, user, session, state, paused=operation == "pause")
+            await lifecycle.stop_runs(state.temporal, task_id, in_flight)
             results.append(BulkResult(id=task_id, ok=True))
         except Exception as error:  # one id's trouble is its own: the others go on
             results.append(BulkResult(id=task_id, ok=False, error=_bulk_error(error)))
@@ -437,7 +439,8 @@ async def delete_task(
 ) -> Response:
     """Delete a task, its schedule and its history; a second delete is a 404."""
     async with _locked(state, session, user, task_id) as task:
-        await lifecycle.delete(session, state.temporal, task)
+        in_flight = await lifecycle.delete(session, state.temporal, task)
+    await lifecycle.stop_runs(state.temporal, task_id, in_flight)
     return Response(status_code=204)
 
 

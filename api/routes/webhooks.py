@@ -3,13 +3,12 @@ receiver that turns a signed request into a delivery."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import secrets
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
@@ -19,19 +18,17 @@ from api import triggers
 from api.bodies import CheckedJsonRoute
 from api.deps import CurrentUser, SessionDep, StateDep
 from api.errors import Conflict, Invalid, NotFound, Problem
-from api.receiving import RateLimiter
+from api.receiving import admit, too_many
 from api.routes.tasks import _locked
-from api.signatures import TOLERANCE_SECONDS, verify
 from schema import crud
 from schema.crypto import SecretBox
 from schema.orm import Task, TaskWebhook
 from schema.settings import Settings
-from schema.triggers import MAX_DELIVERY_ID_CHARS, Delivery, WebhookAuth, payload_problem
+from schema.triggers import Delivery, WebhookAuth, payload_problem
 
 log = logging.getLogger("cronpilot.webhooks")
 router = APIRouter(tags=["webhooks"], route_class=CheckedJsonRoute)
 MAX_WEBHOOKS_PER_TASK = 20
-DELIVERY_HEADERS = ("x-cronpilot-delivery", "x-github-delivery")
 WebhookId = Annotated[str, Path(pattern=r"^wh_[A-Za-z0-9_-]{1,60}$")]
 
 
@@ -171,7 +168,6 @@ async def receive(webhook_id: WebhookId, request: Request, state: StateDep) -> D
     if len(body) > settings.webhook_max_body_bytes:
         raise Problem(413, f"the body exceeds {settings.webhook_max_body_bytes} bytes")
     headers = {name.lower(): value for name, value in request.headers.items()}
-    limits, now = state.webhook_limits, time.monotonic()
     async with state.sessions() as session:
         found = await crud.webhook_target(session, public_id=webhook_id)
         if found is None:
@@ -179,39 +175,18 @@ async def receive(webhook_id: WebhookId, request: Request, state: StateDep) -> D
         webhook, task = found
         if not _takes_webhooks(task):
             raise NotFound("webhook")  # its task is no longer a webhook trigger
-        verdict = verify(
-            webhook.auth,
-            state.webhook_secret(webhook.secret_encrypted),
-            headers,
-            body,
-            time.time(),
+        delivery_id = await admit(
+            session,
+            webhook=webhook,
+            secret=state.webhook_secret(webhook.secret_encrypted),
+            headers=headers,
+            body=body,
+            settings=settings,
+            limits=state.webhook_limits,
         )
-        if not verdict.ok:
-            # Refusals spend a bucket of their own, looked at only once a request failed:
-            # junk sent to the URL never stops a validly signed delivery, and guessing a
-            # secret stays slow.
-            if (wait := limits.take(f"refused:{webhook_id}", now)) is not None:
-                raise _too_many(settings, limits, wait)
-            log.warning("webhook %s refused a delivery: %s", webhook_id, verdict.reason)
-            raise Problem(401, f"not authenticated: {verdict.reason}")
-        delivery_id = _delivery_id(headers, body, verdict.timestamp, webhook.auth)
-        if verdict.signature is not None:
-            claimed = await crud.claim_signature(
-                session,
-                webhook_id=webhook.id,
-                signature=verdict.signature,
-                delivery_id=delivery_id,
-                expires_at=_claim_expiry(settings, verdict.timestamp),
-                now=datetime.now(UTC),
-            )
-            await session.commit()
-            if claimed != delivery_id:
-                log.warning("webhook %s refused a replayed signature", webhook_id)
-                raise Problem(
-                    401, "not authenticated: this signature was used for another delivery"
-                )
-    if (wait := limits.take(webhook_id, now)) is not None:
-        raise _too_many(settings, limits, wait)
+    limits = state.webhook_limits
+    if (wait := limits.take(webhook_id, time.monotonic())) is not None:
+        raise too_many(settings, limits, wait)
     if task.status != "active":
         raise Conflict(f"task is {task.status}: it takes no deliveries")
     received_at = datetime.now(UTC)
@@ -231,50 +206,12 @@ async def receive(webhook_id: WebhookId, request: Request, state: StateDep) -> D
     return DeliveryAccepted(delivery_id=delivery.delivery_id, workflow_id=workflow_id)
 
 
-def _claim_expiry(settings: Settings, timestamp: int | None) -> datetime:
-    """Until when a signature stays claimed: while its timestamp is within tolerance (and a
-    minute more, for clocks that differ between API processes), or, with no timestamp,
-    for ``WEBHOOK_REPLAY_DAYS``."""
-    if timestamp is not None:
-        return datetime.fromtimestamp(timestamp + TOLERANCE_SECONDS + 60, UTC)
-    return datetime.now(UTC) + timedelta(days=settings.webhook_replay_days)
-
-
 def _takes_webhooks(task: Task) -> bool:
     return (
         task.type == "trigger"
         and isinstance(task.trigger, dict)
         and (task.trigger.get("kind") == "webhook")
     )
-
-
-def _too_many(settings: Settings, limits: RateLimiter, wait: float) -> Problem:
-    return Problem(
-        429,
-        f"over this webhook's limit of {settings.webhook_rate_limit_per_minute} requests a minute",
-        headers={"Retry-After": limits.retry_after(wait)},
-    )
-
-
-def _delivery_id(headers: dict[str, str], body: bytes, timestamp: int | None, auth: str) -> str:
-    for name in DELIVERY_HEADERS:
-        given = headers.get(name)
-        if given is None:
-            continue
-        fits = 0 < len(given) <= MAX_DELIVERY_ID_CHARS
-        if not (fits and given.isascii() and given.isprintable()):
-            message = f"must be 1-{MAX_DELIVERY_ID_CHARS} printable ASCII characters"
-            raise Invalid([{"loc": ["header", name], "msg": message}])
-        return given
-    # No id given: the body and the signed timestamp (hmac); the body alone (github: a
-    # replayed request is the same delivery); the body and its arrival (token).
-    if timestamp is not None:
-        stamp = str(timestamp)
-    elif auth == "github":
-        stamp = "github"
-    else:
-        stamp = str(time.time_ns())
-    return "sha256:" + hashlib.sha256(stamp.encode() + b"." + body).hexdigest()
 
 
 def _payload(body: bytes) -> Any:

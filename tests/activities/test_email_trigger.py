@@ -17,6 +17,7 @@ from activities.email_trigger import EmailTriggerActivities, delivery_id
 from schema import crud
 from schema.crypto import SecretBox
 from schema.settings import Settings
+from schema.tasks import TaskSpec
 from tests.fixtures.imap_server import ImapServer
 
 SECRET = "MAILBOX_PW"
@@ -28,8 +29,10 @@ async def _poll(
     imap_server: ImapServer,
     *,
     secret: str | None,
+    deleted: bool = False,
 ) -> dict[str, Any]:
-    """One poll of a fresh, empty mailbox, as a user whose secret holds ``secret``."""
+    """One poll of a fresh, empty mailbox, as a user whose secret holds ``secret`` (for a
+    task ``deleted`` already, when asked)."""
     mailbox = f"box-{uuid.uuid4().hex[:8]}"
     password = f"pw-{uuid.uuid4().hex}"
     imap_server.add_user(mailbox, password)
@@ -51,16 +54,17 @@ async def _poll(
         "username": mailbox,
         "password_secret": SECRET,
     }
-    poll = {
-        "task_id": str(uuid.uuid4()),
-        "user_id": str(user.id),
-        "task": {
-            "name": "poll",
-            "type": "trigger",
-            "trigger": trigger,
-            "action": {"type": "webhook", "config": {"url": "https://example.com/"}},
-        },
+    spec = {
+        "name": "poll",
+        "type": "trigger",
+        "trigger": trigger,
+        "action": {"type": "webhook", "config": {"url": "https://example.com/"}},
     }
+    async with sessions.begin() as session:
+        task = await crud.create_task(session, user_id=user.id, spec=TaskSpec.model_validate(spec))
+        if deleted:
+            await session.delete(task)
+    poll = {"task_id": str(task.id), "user_id": str(user.id), "task": spec}
     # No message to deliver: the client is never used.
     activities = EmailTriggerActivities(sessions, cast(Client, None), settings)
     result: dict[str, Any] = await ActivityEnvironment().run(activities.poll_mailbox, poll)
@@ -101,6 +105,14 @@ async def test_secret_problems_are_not_retryable(
         await _poll(action_sessions, _settings(pg_url), imap_server, secret=secret)
     assert error.value.type == error_type and error.value.non_retryable
     assert "wrong-pw" not in error.value.message
+
+
+async def test_a_poll_of_a_deleted_task_reads_no_password(
+    pg_url: str, action_sessions: async_sessionmaker[AsyncSession], imap_server: ImapServer
+) -> None:
+    with pytest.raises(ApplicationError) as error:
+        await _poll(action_sessions, _settings(pg_url), imap_server, secret="right", deleted=True)
+    assert error.value.type == "TaskDeleted" and error.value.non_retryable
 
 
 def test_the_delivery_id_is_the_message_id_or_its_digest() -> None:
