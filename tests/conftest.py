@@ -253,6 +253,7 @@ async def api_app(
     before they reconcile themselves."""
     app = create_app(settings, temporal=temporal, reconcile_every=SESSION_LONG)
     async with app.router.lifespan_context(app):
+        await asyncio.wait_for(app.state.cronpilot.reconciled.wait(), timeout=120)
         yield app
 
 
@@ -444,6 +445,9 @@ async def installation(
         _, key = await crud.create_api_key(session, user_id=user.id)
     app = create_app(settings, temporal=temporal)
     async with app.router.lifespan_context(app):
+        # Its start-up reconcile runs in the background: a test that makes drift on purpose
+        # must not race it (it would repair the drift first).
+        await asyncio.wait_for(app.state.cronpilot.reconciled.wait(), timeout=120)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://cronpilot") as api:
             yield Installation(
