@@ -17,7 +17,7 @@ from typing import Any
 import anthropic
 import httpx
 import httpx2
-from anthropic.types import TextBlock
+from anthropic.types import Message, TextBlock
 
 from activities._action import ActionRun
 from activities._failure import ActionFailure
@@ -93,6 +93,16 @@ async def complete(
         raise _status_failure(error) from None
     except anthropic.APIConnectionError as error:  # APITimeoutError included
         raise _transport_failure(error, f"POST {base_url.rstrip('/')}/v1/messages") from None
+    if not _is_answer(message):
+        # A proxy's page, or JSON of another shape, with a 200: nothing to read; it may
+        # answer properly next time.
+        shown = str(message)[:200] if isinstance(message, str) else type(message).__name__
+        raise ActionFailure(
+            "HttpConnectionError",
+            f"POST {base_url.rstrip('/')}/v1/messages: the answer is not a Messages API "
+            f"response ({shown})",
+            retryable=True,
+        )
     text = "".join(block.text for block in message.content if isinstance(block, TextBlock))
     usage = {
         "input_tokens": message.usage.input_tokens,
@@ -110,6 +120,16 @@ async def complete(
         "stop_reason": message.stop_reason,
         "usage": usage,
     }
+
+
+def _is_answer(message: object) -> bool:
+    """Whether what the SDK made of a 200 is a message (it passes through any body)."""
+    return (
+        isinstance(message, Message)
+        and isinstance(message.content, list)
+        and message.usage is not None
+        and isinstance(message.model, str)
+    )
 
 
 def _read_timeout(max_tokens: int) -> float:

@@ -144,6 +144,27 @@ async def test_api_errors_are_classified(
     assert len(claude.requests_for(text)) == 1
 
 
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"<html><body>Gateway says hello</body></html>", "text/html"),
+        (b'{"hello": "world"}', "application/json"),
+        (b"[]", "application/json"),
+    ],
+    ids=["html", "other-json", "list"],
+)
+async def test_a_200_that_is_no_message_is_a_retryable_connection_error(
+    harness: ActionHarness, claude: FakeAnthropic, body: bytes, content_type: str
+) -> None:
+    """A proxy's page (or JSON of another shape) answered with a 200: the SDK passes it
+    through; the action says what came back instead of failing as an unexpected error."""
+    text = _unique("Proxy")
+    claude.answer_raw(text, body, content_type)
+    failure = await failure_of(harness, _action(text), handler=prompt, **_api(claude))
+    assert (failure.type, failure.non_retryable) == ("HttpConnectionError", False)
+    assert "not a Messages API response" in failure.message
+
+
 async def test_a_wrong_key_is_a_permanent_auth_error(
     harness: ActionHarness, claude: FakeAnthropic
 ) -> None:
