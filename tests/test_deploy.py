@@ -221,3 +221,12 @@ def test_the_worker_sandboxes_run_code_without_privileges() -> None:
     assert {"seccomp=unconfined", "apparmor=unconfined"} <= set(worker["security_opt"])
     assert not worker.get("privileged") and not worker.get("cap_add")
     assert worker.get("user") in (None, "cronpilot", "10001"), "the image's unprivileged user"
+
+
+def test_the_worker_and_its_programs_have_a_ceiling_together() -> None:
+    """Docker gives the worker no cgroup of its own to make (memory_isolated is false
+    there): the container's limits bound the worker and every program it runs."""
+    worker = _compose()["services"]["worker"]
+    assert worker["mem_limit"] == "${WORKER_MEM_LIMIT:-2g}"
+    assert worker["pids_limit"] == "${WORKER_PIDS_LIMIT:-1024}"
+
