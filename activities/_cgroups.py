@@ -17,6 +17,12 @@ The program's first process joins it before anything else (``_sandbox``), so eve
 the program starts is in it, and so are the pages of its tmpfs scratch. ``remove`` kills
 whatever is left in it and removes it. Where no cgroup can be made, ``create`` says why
 and the run falls back to per-process limits.
+
+Killing never reaches a process outside the cgroup, even one that took the pid of a member
+that has just ended: the kernel kills the members itself (``cgroup.kill``, cgroup v2 on
+Linux 5.14 and later); elsewhere each member is signalled through a pidfd opened before its
+membership is read again (Linux 5.3 and later; before that, no member is signalled here and
+the run's PID namespace, which ends with the program, ends them).
 """
 
 from __future__ import annotations
@@ -117,9 +123,6 @@ def oom_kills(group: RunGroup) -> int:
 def remove(group: RunGroup) -> bool:
     """Kill every process left in the run's cgroup and remove it; False if it stays."""
     deadline = time.monotonic() + REMOVE_SECONDS
-    for directory in group.directories:
-        with contextlib.suppress(OSError):
-            _write(directory / "cgroup.kill", 1)  # v2, Linux 5.14 and later
     while _kill_members(group.directories) and time.monotonic() < deadline:
         time.sleep(0.02)
     removed = True
@@ -288,15 +291,51 @@ def _make(directory: Path, settings: list[tuple[str, int]]) -> Path:
 
 
 def _kill_members(directories: Iterable[Path]) -> bool:
-    """SIGKILL every process in ``directories``; whether there was any."""
+    """SIGKILL every process in ``directories``, and no other; whether there was any."""
     found = False
     for directory in directories:
-        with contextlib.suppress(OSError):
-            for pid in (directory / "cgroup.procs").read_text().split():
-                found = True
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(int(pid), signal.SIGKILL)
+        members = _members(directory)
+        if not members:
+            continue
+        found = True
+        try:
+            _write(directory / "cgroup.kill", 1)  # v2, Linux 5.14 and later
+        except OSError:
+            _kill_each(directory, members)
     return found
+
+
+def _kill_each(directory: Path, members: Iterable[int]) -> None:
+    """SIGKILL each of ``members`` that is still in ``directory``. A pidfd holds the process
+    that had the pid when it was opened: if that pid is listed after, and the process is
+    still alive when signalled, it was the member all along, not a process that took the
+    pid of one that ended."""
+    opened: dict[int, int] = {}
+    try:
+        for pid in members:
+            try:
+                opened[pid] = os.pidfd_open(pid)
+            except ProcessLookupError:
+                continue  # gone already
+            except OSError as error:
+                if error.errno == errno.ENOSYS:
+                    return  # before Linux 5.3: see the module docstring
+                continue
+        still = _members(directory)
+        for pid, descriptor in opened.items():
+            if pid in still:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    signal.pidfd_send_signal(descriptor, signal.SIGKILL)
+    finally:
+        for descriptor in opened.values():
+            os.close(descriptor)
+
+
+def _members(directory: Path) -> set[int]:
+    """The pids in the cgroup ``directory`` (none if it cannot be read)."""
+    with contextlib.suppress(OSError, ValueError):
+        return {int(pid) for pid in (directory / "cgroup.procs").read_text().split()}
+    return set()
 
 
 def _rmdir(directory: Path, deadline: float) -> bool:

@@ -12,23 +12,34 @@ forks twice:
   (``_seccomp``) and becomes the program.
 
 Who the program is: a root worker maps itself (root in the namespace, which builds the root)
-and the program's user, ``nobody`` in the namespace and ``RUN_ID_BASE`` + C1's pid on the
-host: a user of its own per run, so the kernel enforces the process limit (never enforced
-for the host's root) and no per-user counter is shared with the worker or other runs. A
-short-lived helper forked before the namespaces writes that map, as ``newuidmap`` would. An
-unprivileged worker maps only itself, and the program runs as the worker's user.
+and the program's user, ``nobody`` in the namespace and, outside it:
+
+- on the host (a worker whose namespace maps every id), ``RUN_ID_BASE`` + C1's pid: a user
+  of its own per run, so the kernel enforces the process limit (never enforced for the
+  host's root) and no per-user counter is shared with the worker or other runs;
+- in a user-namespaced container (a worker whose namespace maps some ids), ``nobody`` of
+  the worker's namespace where it maps it, else the highest id it maps: not root there
+  either, shared by that worker's runs (each in a user namespace of its own, where the
+  kernel counts its processes).
+
+A short-lived helper forked before the namespaces writes that map, as ``newuidmap`` would.
+A worker that can map no other id (an unprivileged one, or root of a namespace that maps
+only its root) maps only itself, and the program runs as the worker's user: on a root
+worker of such a namespace, uid 0 of its own namespace, without capabilities.
 
 The root is an empty tmpfs with read-only bind mounts of the system (``/usr``, ``/lib*``,
 ``/bin``, a few files of ``/etc``), the Python installation and node, and the program file;
-``/dev`` (null, zero, full, random, urandom); the program's own /proc when the kernel lets
-it mount one (``hidepid=2``: the program sees its own processes, not pid 1, which is a copy
-of the worker); and one size-limited tmpfs, the scratch, that holds the working directory,
-``/tmp`` and ``/dev/shm``. Nothing else of the host exists in it: not the data dir, the
-worker's home or working directory, other users' files, the database files, or any other
-process.
+``/dev`` (null, zero, full, random, urandom; read-only, so no file can be made there); the
+program's own /proc when the kernel lets it mount one (``hidepid=2``: the program sees its
+own processes, not pid 1, which is a copy of the worker); and one size-limited tmpfs, the
+scratch, that holds the working directory, ``/tmp`` and ``/dev/shm``. Nothing else of the
+host exists in it: not the data dir, the worker's home or working directory, other users'
+files, the database files, or any other process.
 
 Everything here runs between fork and exec of a process whose parent has threads: only
-system calls and plain Python, no locks, no logging.
+system calls and plain Python, no locks, no logging. And no garbage collection: a
+collection would write to every object of the worker's heap, which C1 and C2 share with the
+worker copy-on-write, and the copies would count in the run's cgroup.
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import gc
 import os
 import resource
 import shutil
@@ -107,6 +119,10 @@ RUN_ID_BASE = 1_900_000_000
 NOBODY = 65534
 # The scratch's file count: inodes cost kernel memory that its size does not count.
 SCRATCH_FILES = 16384
+# /dev holds its devices, /dev/shm and four symlinks; it is read-only once they are made.
+DEV_OPTIONS = "mode=0755,size=64k,nr_inodes=32"
+# uid_map of a namespace that maps every id (the host's).
+EVERY_ID = ["0", "0", "4294967295"]
 # The program's first process is the first the kernel's OOM killer picks, the worker last.
 OOM_SCORE_ADJ = b"1000"
 
@@ -163,12 +179,15 @@ class Layout:
 
 @dataclass(frozen=True)
 class Identity:
-    """The program's user and group in its namespace; ``per_run``: mapped to
-    ``RUN_ID_BASE`` + the run's first pid (a root worker), else to the worker's own."""
+    """The program's user and group in its namespace, and who they are outside it:
+    ``per_run``, ``RUN_ID_BASE`` + the run's first pid (a root worker on the host); else
+    ``outer`` (an id of a root worker's namespace that maps more than its root); else the
+    worker's own ids."""
 
     uid: int
     gid: int
     per_run: bool
+    outer: int | None = None
 
 
 class _SockFprog(ctypes.Structure):
@@ -198,18 +217,52 @@ def available() -> bool:
 
 def identity() -> Identity:
     """Who the program runs as (see the module docstring)."""
-    if os.getuid() == 0 and _maps_every_id():
-        return Identity(NOBODY, NOBODY, per_run=True)
+    if os.getuid() == 0:
+        maps = _id_maps()
+        if all(fields == EVERY_ID for fields in maps):
+            return Identity(NOBODY, NOBODY, per_run=True)
+        spare = spare_id(*maps)
+        if spare is not None:
+            return Identity(NOBODY, NOBODY, per_run=False, outer=spare)
     return Identity(os.getuid(), os.getgid(), per_run=False)
 
 
-def _maps_every_id() -> bool:
-    """Whether the worker is in the initial user namespace (or one as wide)."""
-    try:
-        maps = [Path(f"/proc/self/{name}").read_text().split() for name in ("uid_map", "gid_map")]
-    except OSError:
-        return False
-    return all(fields == ["0", "0", "4294967295"] for fields in maps)
+def _id_maps() -> tuple[list[str], list[str]]:
+    """The fields of the worker's uid_map and gid_map (empty where unreadable)."""
+    maps = []
+    for name in ("uid_map", "gid_map"):
+        try:
+            maps.append(Path(f"/proc/self/{name}").read_text().split())
+        except OSError:
+            maps.append([])
+    return maps[0], maps[1]
+
+
+def spare_id(uid_map: list[str], gid_map: list[str]) -> int | None:
+    """An id other than root that the worker's namespace maps as both a user and a group:
+    ``nobody`` where it is one, else the highest; None where there is none."""
+    both = [
+        top
+        for top in [NOBODY, *_range_ends(uid_map), *_range_ends(gid_map)]
+        if top != 0 and _maps(uid_map, top) and _maps(gid_map, top)
+    ]
+    if not both:
+        return None
+    return NOBODY if NOBODY in both else max(both)
+
+
+def _ranges(fields: list[str]) -> list[tuple[int, int]]:
+    """(first id, count) of each line of an id map, in the namespace's own ids."""
+    numbers = [int(field) for field in fields]
+    return [(numbers[i], numbers[i + 2]) for i in range(0, len(numbers) - 2, 3)]
+
+
+def _range_ends(fields: list[str]) -> list[int]:
+    return [first + count - 1 for first, count in _ranges(fields) if count]
+
+
+def _maps(fields: list[str], number: int) -> bool:
+    return any(first <= number < first + count for first, count in _ranges(fields))
 
 
 def layout_for(base: Path, program: Path, workdir: Path, hidden: Iterable[Path] = ()) -> Layout:
@@ -245,6 +298,7 @@ def plain(limits: Limits, cgroup: tuple[str, ...]) -> Callable[[], None]:
     """The ``preexec_fn`` of a program run without the sandbox: its cgroup and limits."""
 
     def _preexec() -> None:
+        gc.disable()  # as in the sandbox's C1 (see the module docstring)
         _join(cgroup)
         for kind, soft, hard in limits:
             resource.setrlimit(kind, (soft, hard))
@@ -299,6 +353,9 @@ def enter(
         _wait_for(program, report)
 
     def _c1() -> None:
+        # subprocess turns the collector off around its fork when there is a preexec_fn
+        # (CPython's _posixsubprocess); C1, C2 and C3 keep it off whatever it does.
+        gc.disable()
         # The worker's death ends the sandbox too, whatever the program does.
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:
@@ -343,7 +400,7 @@ def _join(cgroup: tuple[str, ...]) -> None:
 
 def _unshare(who: Identity) -> None:
     """New namespaces, and this process's ids mapped in the new user namespace."""
-    if not who.per_run:
+    if not who.per_run and who.outer is None:
         uid, gid = os.getuid(), os.getgid()
         _check(_libc.unshare(NAMESPACES), "unshare")
         _write("/proc/self/setgroups", b"deny")
@@ -352,7 +409,8 @@ def _unshare(who: Identity) -> None:
         return
     # Mapping a user other than its own takes a process outside the new namespace.
     os.setgroups([])
-    me, outer = os.getpid(), RUN_ID_BASE + os.getpid()
+    me = os.getpid()
+    outer = RUN_ID_BASE + me if who.per_run else who.outer
     ready_r, ready_w = os.pipe()
     helper = os.fork()
     if helper == 0:
@@ -435,7 +493,7 @@ def _build_root(layout: Layout, who: Identity, scratch: str) -> None:
     _bind(layout.program, root + layout.program, read_only=True)
     _bind(f"{staging}/work", root + layout.workdir, read_only=False)
     dev = _make_dir(root, "/dev")
-    _mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k")
+    _mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, DEV_OPTIONS)
     for name in DEVICES:
         _bind(f"/dev/{name}", f"{dev}/{name}", read_only=False)
     _bind(f"{staging}/shm", f"{dev}/shm", read_only=False)
@@ -444,6 +502,8 @@ def _build_root(layout: Layout, who: Identity, scratch: str) -> None:
         os.symlink(target, f"{dev}/{name}")
     for number, name in enumerate(("stdout", "stderr"), start=1):
         os.symlink(f"/proc/self/fd/{number}", f"{dev}/{name}")
+    # Its own mounts (the devices, /dev/shm) stay as they are.
+    _mount(None, dev, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC)
     _check(_libc.umount2(staging.encode(), MNT_DETACH), "umount scratch")
     os.rmdir(staging)
     # The sandbox's own processes only, and of those only the program's (hidepid): pid 1

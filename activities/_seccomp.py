@@ -7,8 +7,15 @@ tracing other processes, BPF, perf, userfaultfd, io_uring, modules and kexec, ev
 and namespace call, swap, reboot, the kernel log, accounting, quotas, file handles, the
 clock, I/O ports, odd personalities and vsock sockets (which no network namespace confines:
 on a VM they reach the hypervisor's host). ``clone3`` and io_uring answer ``ENOSYS``, as if
-the kernel had none, so that libc and libuv fall back to ``clone`` and to threads. Any
-other system call is allowed.
+the kernel had none, so that libc and libuv fall back to ``clone`` and to threads.
+
+Memory that no per-process limit counts is refused too, so that without a cgroup
+``memory_mb`` still bounds each process: ``memfd_create`` and ``memfd_secret`` (anonymous
+files outside the scratch), System V shared memory, semaphores and message queues (which
+outlive their process in its IPC namespace) answer ``ENOSYS``, as on a kernel built without
+them; setting a socket's buffer size (``SO_SNDBUF``, ``SO_RCVBUF``), which would raise it
+up to ``net.core.wmem_max`` from the system's default, is ``EPERM``. Python, node and glibc
+make none of these calls of their own. Any other system call is allowed.
 
 The filter checks the architecture first: a call through another ABI (a 32-bit
 ``int 0x80`` on x86_64, AArch32 on aarch64) kills the process, since its numbers are not
@@ -34,11 +41,17 @@ SECCOMP_RET_ALLOW = 0x7FFF0000
 NR_OFFSET = 0
 ARCH_OFFSET = 4
 ARG0_OFFSET = 16
+ARG1_OFFSET = 24
+ARG2_OFFSET = 32
 X32_SYSCALL_BIT = 0x40000000
 AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7, "riscv64": 0xC00000F3}
 
 CLONE_NAMESPACES = 0x7E020000  # NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET
 AF_VSOCK = 40
+# setsockopt(2): the level and options that size a socket's buffers (the same numbers on
+# the three machines below).
+SOL_SOCKET = 1
+BUFFER_OPTIONS = (7, 8, 32, 33)  # SO_SNDBUF, SO_RCVBUF, SO_SNDBUFFORCE, SO_RCVBUFFORCE
 # personality(2) values Docker allows: PER_LINUX, PER_LINUX32, UNAME26 of both, and the query.
 PERSONALITIES = (0x0, 0x8, 0x20000, 0x20008, 0xFFFFFFFF)
 
@@ -86,6 +99,12 @@ REFUSED = {
     "unshare": errno.EPERM,
     "setns": errno.EPERM,
     "clone3": errno.ENOSYS,  # its flags are in memory a filter cannot read
+    # memory outside the address space that RLIMIT_AS bounds
+    "memfd_create": errno.ENOSYS,
+    "memfd_secret": errno.ENOSYS,
+    "shmget": errno.ENOSYS,
+    "semget": errno.ENOSYS,
+    "msgget": errno.ENOSYS,
     # the machine's state
     "swapon": errno.EPERM,
     "swapoff": errno.EPERM,
@@ -146,9 +165,14 @@ X86_64 = {
     "clock_settime": 227,
     "adjtimex": 159,
     "clock_adjtime": 305,
+    "memfd_create": 319,
+    "shmget": 29,
+    "semget": 64,
+    "msgget": 68,
     "clone": 56,
     "personality": 135,
     "socket": 41,
+    "setsockopt": 54,
 }
 GENERIC = {
     "add_key": 217,
@@ -185,9 +209,14 @@ GENERIC = {
     "clock_settime": 112,
     "adjtimex": 171,
     "clock_adjtime": 266,
+    "memfd_create": 279,
+    "shmget": 194,
+    "semget": 190,
+    "msgget": 186,
     "clone": 220,
     "personality": 92,
     "socket": 198,
+    "setsockopt": 208,
 }
 COMMON = {
     "pidfd_getfd": 438,
@@ -204,6 +233,7 @@ COMMON = {
     "clone3": 435,
     "mount_setattr": 442,
     "quotactl_fd": 443,
+    "memfd_secret": 447,
     "open_tree_attr": 467,
 }
 NUMBERS = {"x86_64": X86_64 | COMMON, "aarch64": GENERIC | COMMON, "riscv64": GENERIC | COMMON}
@@ -232,6 +262,7 @@ def program(machine: str) -> bytes:
         ("clone", _unless_flags(CLONE_NAMESPACES)),
         ("personality", _only(PERSONALITIES)),
         ("socket", _unless_equal(AF_VSOCK)),
+        ("setsockopt", _unless_buffer_size()),
     ):
         code += [_jump(BPF_JEQ_K, numbers[name], 0, len(check)), *check]
     code.append(_ret(SECCOMP_RET_ALLOW))
@@ -255,6 +286,22 @@ def _unless_equal(value: int) -> list[bytes]:
         _jump(BPF_JEQ_K, value, 0, 1),
         _refuse(errno.EPERM),
         _ret(SECCOMP_RET_ALLOW),
+    ]
+
+
+def _unless_buffer_size() -> list[bytes]:
+    """Refuse setting a socket's buffer size (level SOL_SOCKET); else allow."""
+    options = [
+        _jump(BPF_JEQ_K, option, len(BUFFER_OPTIONS) - i, 0)
+        for i, option in enumerate(BUFFER_OPTIONS)
+    ]
+    return [
+        _load(ARG1_OFFSET),
+        _jump(BPF_JEQ_K, SOL_SOCKET, 0, len(options) + 1),
+        _load(ARG2_OFFSET),
+        *options,
+        _ret(SECCOMP_RET_ALLOW),
+        _refuse(errno.EPERM),
     ]
 
 

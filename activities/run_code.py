@@ -1,19 +1,21 @@
 """The ``run_code`` action: a Python or JavaScript program in a process sandbox.
 
 The program runs with its input as JSON on stdin, in an empty working directory, with a
-scrubbed environment, resource limits (CPU, memory, file size, processes, core dumps) and a
-wall-clock timeout that ends it and everything it started. It runs in new user, mount, PID,
-network, IPC, UTS and cgroup namespaces, as a user of its own, under a seccomp filter, in a
-fresh root that holds only the system's programs and libraries, the interpreters, its
-program file and a size-limited scratch tmpfs (see ``activities/_sandbox.py``): no network,
-no other process, no file of the worker's (settings, keys, databases, other users'
-folders). Where the kernel refuses namespaces (Docker's default seccomp profile), the run
-fails with ``CodeIsolationUnavailable``, unless ``RUN_CODE_REQUIRE_ISOLATION`` is off.
+scrubbed environment, resource limits (CPU, memory, file size, processes, open files, core
+dumps) and a wall-clock timeout that ends it and everything it started. It runs in new user,
+mount, PID, network, IPC, UTS and cgroup namespaces, as the user ``_sandbox`` chooses for
+it, under a seccomp filter, in a fresh root that holds only the system's programs and
+libraries, the interpreters, its program file and a size-limited scratch tmpfs (see
+``activities/_sandbox.py``): no network, no other process, no file of the worker's
+(settings, keys, databases, other users' folders). Where the kernel refuses namespaces
+(Docker's default seccomp profile), the run fails with ``CodeIsolationUnavailable``, unless
+``RUN_CODE_REQUIRE_ISOLATION`` is off.
 
 Where the kernel and the worker's permissions allow, a cgroup bounds the memory (scratch
 included) and the processes of the program as a whole (``activities/_cgroups.py``); where
-they do not, memory_mb bounds each of its processes, the run's log says so and its result
-has ``memory_isolated`` false.
+they do not, memory_mb bounds each of its processes (what an address space does not count
+is refused by the seccomp filter or bounded by the open-files limit, but for some kernel
+buffers), the run's log says so and its result has ``memory_isolated`` false.
 
 Each run's folder (the rendered program, which may hold secrets) is locked while the run
 lasts; ``remove_leftover_runs`` removes those a killed worker left, at the worker's start.
@@ -55,12 +57,19 @@ MiB = 1024 * 1024
 MAX_STREAM_BYTES = 64 * 1024
 MAX_FILE_BYTES = 10 * MiB
 MAX_PROCESSES = 64
+# Per process: what a descriptor holds in the kernel (a pipe's or a socket's buffers) is
+# memory that the address-space limit does not count.
+MAX_OPEN_FILES = 256
 # Node's own threads and native allocations, beyond the V8 heap that memory_mb bounds.
 NODE_HEADROOM_MB = 64
-# In the run's cgroup beside the program: the sandbox's first two processes (forks of the
-# worker, whose pages they copy as they touch them).
+# In the run's cgroup beside the program: the sandbox's first two processes, forks of the
+# worker. They share its pages until they write to one; what they write (the few objects
+# their Python code uses; no garbage collection runs in them) and their kernel objects
+# (namespaces, mounts) take a few MiB. Their page tables are copies of the worker's, which
+# grow with its heap: C2's for the whole run, C3's until it becomes the program.
 SANDBOX_TASKS = 2
 SANDBOX_HEADROOM_MB = 16
+PAGE_TABLE_COPIES = 2
 # The working directory, /tmp and /dev/shm share one tmpfs of memory_mb, at most this.
 MAX_SCRATCH_MB = 128
 FOLDER_PREFIX = _cgroups.PREFIX
@@ -295,7 +304,16 @@ async def _run_group(
 def _tree_memory_mb(config: RunCodeConfig) -> int:
     """The cgroup's memory limit: memory_mb, node's headroom, the sandbox's own processes."""
     node = NODE_HEADROOM_MB if config.language == "javascript" else 0
-    return config.memory_mb + node + SANDBOX_HEADROOM_MB
+    return config.memory_mb + node + SANDBOX_HEADROOM_MB + _page_tables_mb()
+
+
+def _page_tables_mb() -> int:
+    """The MiB of the worker's page tables that the sandbox's processes copy."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmPTE:"):
+                return math.ceil(PAGE_TABLE_COPIES * int(line.split()[1]) / 1024)
+    return 0
 
 
 def _scratch_bytes(config: RunCodeConfig) -> int:
@@ -372,6 +390,7 @@ def _limits(config: RunCodeConfig, isolation: Isolation) -> list[tuple[int, int,
         (resource.RLIMIT_CPU, cpu_seconds, cpu_seconds + 1),
         (resource.RLIMIT_FSIZE, MAX_FILE_BYTES, MAX_FILE_BYTES),
         (resource.RLIMIT_NPROC, processes, processes),
+        (resource.RLIMIT_NOFILE, MAX_OPEN_FILES, MAX_OPEN_FILES),
         (resource.RLIMIT_CORE, 0, 0),
     ]
     if config.language == "python":
