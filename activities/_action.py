@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import random
 import traceback
@@ -37,7 +38,7 @@ from temporalio.exceptions import ApplicationError
 from activities._failure import EXCERPT_SCAN_CHARS, ActionFailure, excerpt
 from activities._http import OutboundClient, redirect_log
 from activities._network import BlockedAddress, GuardedTransport
-from activities._redaction import redact
+from activities._redaction import Redactor
 from activities._results import MAX_RESULT_BYTES, bounded
 from activities._templates import (
     MissingSecret,
@@ -63,6 +64,11 @@ WORKER_LOG_MESSAGE_CHARS = 500
 # The SDK logs each failed activity attempt here ("Completing activity as failed").
 ACTIVITY_LOGGER = "temporalio.activity"
 LogLevel = Literal["debug", "info", "warning", "error"]
+# Redaction decodes every encoded character (a %, & or \ starts each) at about a microsecond
+# and a hundred bytes apiece: a result over MAX_RESULT_BYTES with more of them than this, or
+# this long, is cut to the limit first and redacted after (``redacted_result``).
+DECODE_BUDGET = 64 * 1024
+LONG_RESULT_CHARS = 16 * 1024 * 1024
 
 
 class ActionError(ApplicationError):
@@ -135,6 +141,7 @@ class ActionRun:
         info = activity.info()
         self.attempt = info.attempt
         self.secrets: list[str] = []
+        self._redactor: Redactor | None = None
         self.logs: list[LogEntry] = []
         self._loaded_secrets: SecretValues | None = None
         self._ended = False
@@ -171,6 +178,10 @@ class ActionRun:
             self._beating.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._beating
+        # The attempt's secrets end with it. This object may not: a context copied during
+        # the attempt (a timer's, kept by the event loop until it is due, an hour maybe)
+        # holds the redirect log, and so this object.
+        self.secrets, self._loaded_secrets, self._redactor = [], None, None
 
     async def _beat(self) -> None:
         while True:
@@ -232,6 +243,13 @@ class ActionRun:
         form ``activities/_redaction.py`` catches."""
         self.secrets = sorted({*self.secrets, *filter(None, values)}, key=len, reverse=True)
 
+    def redactor(self) -> Redactor:
+        """The redaction of this attempt's secrets: their forms are found once (again when
+        ``hide`` adds one) and live as long as the attempt, not in a cache of the worker."""
+        if self._redactor is None or self._redactor.secrets != tuple(self.secrets):
+            self._redactor = Redactor(self.secrets)
+        return self._redactor
+
     async def secret(self, name: str) -> str:
         """One of the user's secrets by name (redacted from then on); MissingSecret if absent."""
         secrets = await self._secrets()
@@ -264,14 +282,15 @@ class ActionRun:
         return self._loaded_secrets
 
     def log(self, message: str, level: LogLevel = "info") -> None:
-        entry = LogEntry(at=datetime.now(UTC), level=level, message=redact(message, self.secrets))
+        entry = LogEntry(at=datetime.now(UTC), level=level, message=self.redactor().redact(message))
         self.logs.append(entry)
         del self.logs[:-MAX_LOG_ENTRIES]
         activity.heartbeat(self._details())
 
-    def outcome(self, result: Any) -> ActionOutcome:
-        """The attempt's outcome: the result redacted, then bounded in size."""
-        result = bounded(redact(result, self.secrets))
+    async def outcome(self, result: Any) -> ActionOutcome:
+        """The attempt's outcome: the result redacted and bounded in size, in a thread (a
+        big result takes a moment; the worker's event loop goes on meanwhile)."""
+        result = await asyncio.to_thread(redacted_result, result, self.redactor())
         if isinstance(result, dict) and result.get("result_truncated") is True:
             self.log(
                 f"the result is {result.get('result_bytes')} bytes as JSON, over the limit "
@@ -296,10 +315,18 @@ class ActionRun:
         """``failure`` redacted (then its quote cut to an excerpt) and logged, as the error
         Temporal records; a retryable one gets the delay the other side asked for, or a
         jittered one."""
-        message = redact(failure.message, self.secrets)
+        redactor = self.redactor()
+        message = redactor.redact(failure.message)
         if failure.quote:
-            # Redacted beyond what the excerpt reads, so no cut lands inside a secret it shows.
-            quoted = excerpt(redact(failure.quote[: 2 * EXCERPT_SCAN_CHARS], self.secrets))
+            # Redacted beyond what the excerpt reads; a longer quote is cut first, and redacted
+            # as a beginning: no part of a secret crossing the cut is left.
+            limit = 2 * EXCERPT_SCAN_CHARS
+            quote = failure.quote
+            if len(quote) > limit:
+                quote = redactor.redact_beginning(quote[:limit])
+            else:
+                quote = redactor.redact(quote)
+            quoted = excerpt(quote)
             message = f"{message}: {quoted}" if quoted else message
         self._ended = True
         self.log(f"{failure.type}: {message}", level="error")
@@ -333,7 +360,7 @@ class ActionRun:
         """An exception no helper classified: its traceback goes to the worker's log once
         (redacted), and the attempt fails with its class name as the type, retryably."""
         trace = "".join(traceback.format_exception(error)).rstrip()
-        activity.logger.error("unexpected error in the action:\n%s", redact(trace, self.secrets))
+        activity.logger.error("unexpected error in the action:\n%s", self.redactor().redact(trace))
         message = str(error) or type(error).__name__
         return ActionFailure(type(error).__name__, message, retryable=True)
 
@@ -356,6 +383,32 @@ class ActionRun:
         }
 
 
+def redacted_result(result: Any, redactor: Redactor) -> Any:
+    """``result`` redacted and bounded in size (``activities/_results.py``). One that is
+    costly to redact whole (over the limit, and with more than DECODE_BUDGET encoded
+    characters or longer than LONG_RESULT_CHARS, as JSON; a target chooses what it answers)
+    is cut to the limit first and then redacted, each string the cut shortened as a
+    beginning, so that no part of a secret crossing the cut is left; its ``result_bytes``
+    is then its size before redaction."""
+    text = json.dumps(result, ensure_ascii=False, separators=(",", ":"), default=str)
+    encoded = text.count("%") + text.count("&") + text.count("\\\\")  # a \ is \\ in JSON
+    costly = len(text) > MAX_RESULT_BYTES and (
+        encoded > DECODE_BUDGET or len(text) > LONG_RESULT_CHARS
+    )
+    del text
+    if not costly:
+        return bounded(redactor.redact(result))
+    cut = bounded(result)
+    if isinstance(result, dict):
+        redacted = redactor.redact_cut(cut, result)
+    else:  # bounded() wraps it: {"result_truncated", "result_bytes", "value"}
+        redacted = {**cut, "value": redactor.redact_cut(cut["value"], result)}
+    again = bounded(redacted)
+    if again is not redacted:  # a mask longer than the secret it hides (one shorter than ***)
+        again["result_bytes"] = cut["result_bytes"]
+    return again
+
+
 Handler = Callable[[ActionRun, Any], Awaitable[Any]]
 
 
@@ -371,6 +424,8 @@ def action_activity(name: str, handler: Handler, deps: ActionDeps) -> Callable[.
             try:
                 config = await run.config()
                 result = await handler(run, config)
+                # Within: redacting a big result takes a moment, and a cancellation may come.
+                return await run.outcome(result)
             except asyncio.CancelledError:
                 run.cancelled()
                 raise
@@ -381,7 +436,6 @@ def action_activity(name: str, handler: Handler, deps: ActionDeps) -> Callable[.
                 raise run.failed(blocked) from None
             except Exception as error:
                 raise run.failed(run.unexpected(error)) from None
-            return run.outcome(result)
 
     run_action.__name__ = run_action.__qualname__ = name
     return activity.defn(name=name)(run_action)

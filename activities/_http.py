@@ -14,8 +14,9 @@ means the same everywhere:
 - ``BlockedAddress`` (not retryable): the network guard refused the address.
 
 All of them send through one client, ``OutboundClient``, which follows redirects by its own
-rule: a hop to another origin carries none of the request's own headers, and a request
-body is never sent to another origin (see ``OutboundClient``).
+rule: a hop to another origin carries none of the request's own headers (nor its
+authentication), and neither a request body nor a method other than GET, HEAD or OPTIONS
+goes to another origin (see ``OutboundClient``).
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-from httpx._client import UseClientDefault
-from httpx._types import AuthTypes
+
+if TYPE_CHECKING:  # httpx's own names for these types, private to it: for mypy only
+    from httpx._client import UseClientDefault
+    from httpx._types import AuthTypes
 
 from activities._failure import ActionFailure
 from activities._network import BlockedAddress
@@ -43,6 +46,8 @@ ERROR_BODY_BYTES = 64 * 1024
 DEFAULT_PORTS = {"http": 80, "https": 443}
 # Headers a hop sets for itself, not dropped in the sense of the redirect rule's log line.
 BODY_AND_HOST = frozenset({"host", "content-length", "transfer-encoding"})
+# Methods that a hop may take to another origin: those that change nothing there.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 # Where ``OutboundClient`` reports what it did to a redirect: the log of the action it sends
 # for (the action runtime sets it for each attempt); without one, the worker's log.
@@ -165,8 +170,12 @@ class OutboundClient(httpx.AsyncClient):
       ``Accept-Encoding``, ``Connection``, ``User-Agent``) and the new ``Host``: whatever
       the request set is dropped, ``Authorization`` and ``Cookie`` included, and it is
       logged on the execution;
-    - a hop that would send the request's body to another origin (307 and 308 keep the
-      method and the body) is not followed: the redirect is the answer, and the log says why;
+    - authentication (``auth=``, the client's or the request's) applies to the first
+      request only, as with httpx's own redirects: a hop carries only what the rule above
+      keeps of the headers it set;
+    - a hop that would send the request's body, or a method other than GET, HEAD or
+      OPTIONS, to another origin (307 and 308 keep the method and the body, 301 keeps them
+      but for POST) is not followed: the redirect is the answer, and the log says why;
     - cookies a target sets go back only on later hops of the same request (as the cookie
       says), never to another request: the client serves every user.
     """
@@ -185,15 +194,20 @@ class OutboundClient(httpx.AsyncClient):
     ) -> httpx.Response:
         follow = (
             self.follow_redirects
-            if isinstance(follow_redirects, UseClientDefault)
-            else follow_redirects
+            if follow_redirects is httpx.USE_CLIENT_DEFAULT
+            else bool(follow_redirects)
         )
         if not follow:
             return await super().send(request, stream=stream, auth=auth, follow_redirects=False)
         cookies = httpx.Cookies()
         history: list[httpx.Response] = []
         while True:
-            response = await super().send(request, stream=True, auth=auth, follow_redirects=False)
+            # The first request only: httpx applies the client's auth (or URL credentials)
+            # to every request it is given, so a hop is given an auth that adds nothing.
+            hop_auth = httpx.Auth() if history else auth
+            response = await super().send(
+                request, stream=True, auth=hop_auth, follow_redirects=False
+            )
             response.history = list(history)
             cookies.extract_cookies(response)
             hop = response.next_request
@@ -225,6 +239,12 @@ class OutboundClient(httpx.AsyncClient):
             _note(
                 f"HTTP {response.status_code} redirects {where(sent)} to another origin "
                 f"({where(hop)}): not followed, the request's body is not sent there"
+            )
+            return False
+        if hop.method not in SAFE_METHODS:
+            _note(
+                f"HTTP {response.status_code} redirects {where(sent)} to another origin "
+                f"({where(hop)}): not followed, a {hop.method} is not sent there"
             )
             return False
         kept = httpx.Headers(self.headers)

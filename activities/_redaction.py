@@ -12,8 +12,10 @@ What it decodes:
 - percent-encoding of UTF-8 bytes, either case (``%C3%A9``, ``%c3%a9``); a byte that starts
   no UTF-8 character reads as its Latin-1 character (``%E9``); and ``+`` reads as a space
   (so a ``+`` in a secret matches a space too);
-- HTML character references: decimal or hexadecimal, leading zeros and either case
-  (``&#0233;``, ``&#XE9;``), and every HTML5 name (``&eacute;``, ``&amp;``);
+- HTML character references: decimal or hexadecimal, leading zeros and either case, with
+  or without the closing ``;`` (``&#0233;``, ``&#XE9;``, ``&#233``: as HTML reads them,
+  each takes every digit that follows, up to 7 decimal or 6 hexadecimal ones), and every
+  HTML5 name with its ``;`` (``&eacute;``, ``&amp;``);
 - backslash escapes: ``\\u00e9`` and UTF-16 pairs (``\\ud83d\\ude00``), ``\\U0001f600``,
   ``\\u{1F600}``, ``\\xe9``, UTF-8 bytes in hex or octal (``\\xc3\\xa9``, ``\\303\\251``: a
   run that is valid UTF-8 reads as UTF-8), ``\\n \\r \\t \\b \\f \\v \\0``, and a backslash
@@ -27,18 +29,24 @@ as written, masked always).
 
 The text is decoded, the secrets are not turned into patterns: a secret of a few kilobytes
 (a private key) costs no more than a short one, and a text without ``%``, ``&``, ``\\`` or
-``+`` costs a scan or two per set of forms.
+``+`` costs a scan or two per form. Decoding costs about a microsecond per encoded
+character, so a caller that keeps only the beginning of a long text cuts it first and
+redacts the beginning with ``Redactor.redact_beginning``, which masks what crosses the cut.
+
+The forms of a set of secrets are found once per ``Redactor``: an action attempt keeps one
+and drops it with the attempt. Nothing here keeps a secret beyond that (no cache, and no
+regular expression built from a secret, which ``re`` would cache for the process).
 """
 
 from __future__ import annotations
 
 import base64
-import functools
 import html.entities
 import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 MASK = "***"
@@ -47,8 +55,9 @@ MASK = "***"
 MIN_FORM_LENGTH = 4
 # How many encodings deep a reading goes.
 READ_ROUNDS = 4
-# From this length on, a text is searched form by form (str.find), not with one alternation.
-LONG_TEXT = 4096
+# How far before the end of a cut text a round of decoding may read otherwise than it would
+# read the whole text: further than any encoded character but one padded with zeros.
+UNSURE_CHARS = 64
 
 _HEX = "[0-9A-Fa-f]"
 # One encoded character (or a run of encoded bytes, split per character later). Every
@@ -67,13 +76,16 @@ _ENCODED = re.compile(
         | (?P<escaped>[\x20-\x2f\x3a-\x40\x5b-\x60\x7b-\x7e])
     )
     | &(?:
-        \#0*(?P<decimal>[0-9]{{1,7}})
-        | \#[xX]0*(?P<hexadecimal>{_HEX}{{1,6}})
-        | (?P<name>[A-Za-z][A-Za-z0-9]{{1,31}})
-    );
+        \#0*(?P<decimal>[0-9]{{1,7}});?
+        | \#[xX]0*(?P<hexadecimal>{_HEX}{{1,6}});?
+        | (?P<name>[A-Za-z][A-Za-z0-9]{{1,31}});
+    )
     """,
     re.VERBOSE,
 )
+# What a cut may leave of an encoded character padded with zeros, the one kind that can be
+# longer than UNSURE_CHARS: from its start, nothing after it is sure.
+_OPEN = re.compile(rf"&\#[xX]?0*{_HEX}{{0,7}}|\\u\{{0*{_HEX}{{0,6}}")
 # Runs of encoded bytes, by group: how to find each byte, and its digits' base.
 _BYTE_RUNS = {
     "percent": (re.compile(rf"%({_HEX}{{2}})"), 16),
@@ -87,23 +99,61 @@ _ENTITIES = {name[:-1]: text for name, text in html.entities.html5.items() if na
 def redact(value: Any, secrets: Sequence[str]) -> Any:
     """``value`` (a string, or the strings in dicts, lists and tuples, keys included) with
     every form of every secret, and every stretch that reads as one, replaced by ``***``."""
-    forms = _forms(tuple(secrets))
-    return value if forms is None else _redacted(value, forms)
+    return Redactor(secrets).redact(value)
 
 
-@functools.lru_cache(maxsize=64)
-def _forms(secrets: tuple[str, ...]) -> _Forms | None:
-    # Cached: a run redacts every log line with the same secrets.
-    return _Forms.of(secrets)
+class Redactor:
+    """Redaction of one set of secrets, their forms found once."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        self.secrets = tuple(secrets)
+        self._forms = _Forms.of(self.secrets)
+
+    def redact(self, value: Any) -> Any:
+        """``value`` (a string, or the strings in dicts, lists and tuples, keys included)
+        with every form of every secret, and every stretch that reads as one, as ``***``."""
+        return value if self._forms is None else _redacted(value, self._forms.mask)
+
+    def redact_beginning(self, text: str) -> str:
+        """``text``, the beginning of a longer text that was cut off, redacted, and cut
+        again: before what could read otherwise than in the whole text (the last
+        ``UNSURE_CHARS`` characters of each round of decoding, or an unfinished character
+        padded with zeros), less what reads as the longest form but one character. So no
+        part of a secret that crosses the cut is left."""
+        return text if self._forms is None else self._forms.mask_beginning(text)
+
+    def redact_cut(self, cut: Any, whole: Any) -> Any:
+        """``cut``, a copy of ``whole`` with strings cut short and members or items left
+        out (as ``activities/_results.py`` cuts a result), redacted: each string shorter
+        than in ``whole`` as a beginning (``redact_beginning``), the rest as a whole."""
+        forms = self._forms
+        if forms is None:
+            return cut
+        if isinstance(cut, str):
+            whole_text = isinstance(whole, str) and len(whole) == len(cut)
+            return forms.mask(cut) if whole_text else forms.mask_beginning(cut)
+        if isinstance(cut, dict):
+            wholes = whole if isinstance(whole, dict) else {}
+            return {
+                _redacted(key, forms.mask): self.redact_cut(item, wholes.get(key, item))
+                for key, item in cut.items()
+            }
+        if isinstance(cut, list | tuple):
+            items = list(whole) if isinstance(whole, list | tuple) else []
+            return [
+                self.redact_cut(item, items[index] if index < len(items) else item)
+                for index, item in enumerate(cut)
+            ]
+        return cut
 
 
-def _redacted(value: Any, forms: _Forms) -> Any:
+def _redacted(value: Any, mask: Callable[[str], str]) -> Any:
     if isinstance(value, str):
-        return forms.mask(value)
+        return mask(value)
     if isinstance(value, dict):
-        return {_redacted(key, forms): _redacted(item, forms) for key, item in value.items()}
+        return {_redacted(key, mask): _redacted(item, mask) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_redacted(item, forms) for item in value]
+        return [_redacted(item, mask) for item in value]
     return value
 
 
@@ -135,6 +185,15 @@ class _Layer:
             end, bisect_left(self.starts, end) - 1, end=True
         )
 
+    def decoded(self, position: int) -> int:
+        """Where the decoding of the text decoded up to ``position`` ends in ``text``,
+        without the piece ``position`` cuts through, if any."""
+        index = bisect_right(self.pieces, position, key=itemgetter(2)) - 1
+        if index < 0:
+            return position
+        start, stop, _, original_stop = self.pieces[index]
+        return start if position < original_stop else stop + position - original_stop
+
     def _at(self, position: int, index: int, *, end: bool) -> int:
         if index < 0:
             return position
@@ -150,6 +209,9 @@ class Reading:
 
     text: str
     layers: tuple[_Layer, ...]
+    # How much of ``text`` reads as the text would if it went on (all of it, unless the
+    # text was read as the beginning of a longer one).
+    sure: int
 
     def original(self, start: int, end: int) -> tuple[int, int]:
         """The stretch of the text that reads as ``text[start:end]``."""
@@ -158,18 +220,36 @@ class Reading:
         return start, end
 
 
-def read(text: str) -> Reading:
+def read(text: str, *, beginning: bool = False) -> Reading:
     """``text`` decoded one level at a time until nothing changes (at most ``READ_ROUNDS``
-    times), then with each ``+`` as a space."""
+    times), then with each ``+`` as a space. ``beginning``: the text is the beginning of a
+    longer one, and the reading says how much of it is sure (``Reading.sure``)."""
     layers: list[_Layer] = []
+    current, sure, done = text, len(text), False
     for _ in range(READ_ROUNDS):
-        layer = _decoded_once(layers[-1].text if layers else text)
+        layer = None if done else _decoded_once(current)
+        if beginning:  # every round, decoding or not: the text cut off might decode
+            sure = _sure(current, sure, layer)
         if layer is None:
-            break
+            if not beginning:
+                break
+            done = True
+            continue
         layers.append(layer)
-    decoded = layers[-1].text if layers else text
+        current = layer.text
     # Same length, so positions hold.
-    return Reading(decoded.replace("+", " "), tuple(layers))
+    return Reading(current.replace("+", " "), tuple(layers), sure)
+
+
+def _sure(text: str, sure: int, layer: _Layer | None) -> int:
+    """How much of a round's output is sure, when ``text[:sure]`` (its input) is: its last
+    ``UNSURE_CHARS`` characters (and an encoded character padded with zeros that reaches
+    them) could be the start of an encoded character the cut left unfinished."""
+    end = max(0, sure - UNSURE_CHARS)
+    start = max(text.rfind("&", 0, sure), text.rfind("\\", 0, sure))
+    if 0 <= start < end and _OPEN.fullmatch(text, start, sure):
+        end = start
+    return end if layer is None else layer.decoded(end)
 
 
 def _decoded_once(text: str) -> _Layer | None:
@@ -271,6 +351,8 @@ class _Forms:
     read_only: _Search
     # A text shorter than this holds none (reading never makes a text longer).
     shortest: int
+    # The longest form, written or read: a cut can leave at most this less one of it.
+    longest: int
 
     @classmethod
     def of(cls, secrets: Iterable[str]) -> _Forms | None:
@@ -283,48 +365,60 @@ class _Forms:
             return None
         readings = {read(form).text for form in written}
         long = {reading for reading in readings if len(reading) >= MIN_FORM_LENGTH}
+        lengths = list(map(len, written | readings))
         return cls(
             _Search.of(written),
             _Search.of(long),
             _Search.of(readings - long),
             _Search.of(long - written),
-            min(map(len, written | readings)),
+            min(lengths),
+            max(lengths),
         )
 
     def mask(self, text: str) -> str:
         if len(text) < self.shortest:
             return text
-        spans = list(self.written.occurrences(text))
-        if "+" in text or _ENCODED.search(text) is not None:
-            reading = read(text)
-            spans += (reading.original(*span) for span in self.read.occurrences(reading.text))
-            for start, end in self.read_short.occurrences(reading.text):
-                original_start, original_end = reading.original(start, end)
-                if text[original_start:original_end] != reading.text[start:end]:
-                    spans.append((original_start, original_end))
-        else:  # the text reads as written
-            spans += self.read_only.occurrences(text)
+        encoded = "+" in text or _ENCODED.search(text) is not None
+        spans = self._spans(text, read(text) if encoded else None)
         return _masked(text, spans) if spans else text
+
+    def mask_beginning(self, text: str) -> str:
+        reading = read(text, beginning=True)
+        # What a secret crossing the cut can have left: less than a form, read or written.
+        cut = max(0, reading.sure - self.longest + 1)
+        keep = max(0, min(reading.original(cut, cut)[0], len(text) - self.longest + 1))
+        spans = [(start, min(end, keep)) for start, end in self._spans(text, reading)]
+        return _masked(text[:keep], [(start, end) for start, end in spans if start < keep])
+
+    def _spans(self, text: str, reading: Reading | None) -> list[tuple[int, int]]:
+        spans = list(self.written.occurrences(text))
+        if reading is None:  # the text reads as written
+            spans += self.read_only.occurrences(text)
+            return spans
+        spans += (reading.original(*span) for span in self.read.occurrences(reading.text))
+        for start, end in self.read_short.occurrences(reading.text):
+            original_start, original_end = reading.original(start, end)
+            if text[original_start:original_end] != reading.text[start:end]:
+                spans.append((original_start, original_end))
+        return spans
 
 
 @dataclass(frozen=True)
 class _Search:
-    """Every occurrence of any of some strings, overlapping ones included."""
+    """Every occurrence of any of some strings, overlapping ones included: one ``find`` per
+    string (a regular expression of them would be cached by ``re``, secrets and all)."""
 
     forms: tuple[str, ...]
-    # Whether there is any at all, in one scan: the common answer is no.
-    any: re.Pattern[str] | None
 
     @classmethod
     def of(cls, forms: Iterable[str]) -> _Search:
-        ordered = tuple(sorted(forms, key=lambda form: (-len(form), form)))
-        return cls(ordered, re.compile("|".join(map(re.escape, ordered))) if ordered else None)
+        return cls(tuple(sorted(forms, key=lambda form: (-len(form), form))))
 
     def occurrences(self, text: str) -> Iterator[tuple[int, int]]:
-        # A short text is quicker to rule out with the alternation, a long one form by form.
-        if self.any is None or (len(text) < LONG_TEXT and self.any.search(text) is None):
-            return
         for form in self.forms:
+            # A long form costs ``find`` its length before it looks: its start first.
+            if form[:16] not in text:
+                continue
             start = text.find(form)
             while start != -1:
                 yield start, start + len(form)

@@ -1,18 +1,21 @@
 """Redirects through the actions' shared HTTP client: a hop to another origin carries none of
-the headers the action set, and no request body; a hop within the origin keeps them; a
-cookie one request was given never goes out with another. Two loopback ports are two
-origins."""
+the headers the action set, no authentication, no request body and no method but GET, HEAD
+or OPTIONS; a hop within the origin keeps them; a cookie one request was given never goes
+out with another. Two loopback ports are two origins."""
 
 from __future__ import annotations
 
+import ast
+import base64
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from activities._http import same_origin
+from activities._http import OutboundClient, same_origin
 from tests.conftest import ApiUser
 from tests.fixtures.actions import ActionHarness, failure_of
 from tests.fixtures.origins import Origin
@@ -76,6 +79,55 @@ async def test_a_hop_to_another_origin_carries_none_of_the_configured_headers(
     assert _logged(logs, f"HTTP {code}", "another origin", "not sending", *CONFIGURED), logs
 
 
+@pytest.mark.parametrize("on", ["client", "request"])
+@pytest.mark.parametrize("code", [302, 307])
+async def test_authentication_goes_with_the_first_request_only(
+    origins: tuple[Origin, Origin], on: str, code: int
+) -> None:
+    """``auth=``, the client's or the request's, authenticates the request it was given: a
+    hop to another origin does not get it back; a hop within the origin keeps the header."""
+    first, second = origins
+    auth = httpx.BasicAuth("user", TOKEN)
+    client_auth: dict[str, Any] = {"auth": auth} if on == "client" else {}
+    request_auth: dict[str, Any] = {"auth": auth} if on == "request" else {}
+    away, home = uuid.uuid4().hex, uuid.uuid4().hex
+    async with OutboundClient(follow_redirects=True, **client_auth) as client:
+        response = await client.get(
+            first.redirect(away, f"{second.url}/land/{away}", code), **request_auth
+        )
+        assert response.status_code == 200
+        response = await client.get(first.redirect(home, f"/land/{home}", code), **request_auth)
+        assert response.status_code == 200
+
+    expected = "Basic " + base64.b64encode(f"user:{TOKEN}".encode()).decode()
+    [sent], [landed] = first.requests[away], second.requests[away]
+    assert sent["headers"]["authorization"] == expected
+    assert "authorization" not in landed["headers"] and TOKEN not in str(landed)
+    hop, landed_home = first.requests[home]
+    assert hop["headers"]["authorization"] == landed_home["headers"]["authorization"] == expected
+
+
+def test_the_client_imports_nothing_private_to_httpx() -> None:
+    """httpx's private modules (``httpx._client``...) change without notice within the
+    pinned range: the code may name them for mypy only, under ``TYPE_CHECKING``."""
+    private: list[str] = []
+    for path in sorted(Path(__file__).parents[2].joinpath("activities").glob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in tree.body:
+            if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+                continue
+            for inner in ast.walk(node):
+                names = (
+                    [inner.module or ""]
+                    if isinstance(inner, ast.ImportFrom)
+                    else [alias.name for alias in inner.names]
+                    if isinstance(inner, ast.Import)
+                    else []
+                )
+                private += [f"{path.name}: {n}" for n in names if n.startswith("httpx._")]
+    assert not private
+
+
 @pytest.mark.usefixtures("token")
 @pytest.mark.parametrize("code", [307, 308])
 async def test_a_body_is_not_sent_to_another_origin(
@@ -100,6 +152,47 @@ async def test_a_body_is_not_sent_to_another_origin(
     assert accepted.result["status_code"] == code
     assert accepted.result["headers"]["location"] == f"{second.url}/land/{key}"
     assert second.hits(key) == 0
+
+
+@pytest.mark.usefixtures("token")
+@pytest.mark.parametrize(
+    ("method", "code"), [("DELETE", 307), ("PUT", 308), ("POST", 307), ("DELETE", 301)]
+)
+async def test_a_method_that_changes_things_is_not_sent_to_another_origin(
+    harness: ActionHarness, origins: tuple[Origin, Origin], method: str, code: int
+) -> None:
+    """A hop that keeps a method other than GET, HEAD or OPTIONS (307 and 308, and 301 but
+    after a POST) is not followed to another origin, even without a body."""
+    first, second = origins
+    key = uuid.uuid4().hex
+    url = first.redirect(key, f"{second.url}/land/{key}", code)
+
+    failure = await failure_of(harness, _webhook(url, method, headers=HEADERS))
+    assert (failure.type, failure.non_retryable) == ("HttpStatusError", True)
+    assert second.hits(key) == 0 and first.requests[key][0]["body"] == ""
+    logs = [entry["message"] for entry in failure.details[0]["logs"]]
+    assert _logged(logs, f"HTTP {code}", "another origin", "not followed", method), logs
+
+    # Within the origin it is followed, method and all.
+    home = uuid.uuid4().hex
+    url = first.redirect(home, f"/land/{home}", code)
+    outcome = await harness.run(_webhook(url, method, headers=HEADERS))
+    assert outcome.result["status_code"] == 200
+    assert [hit["method"] for hit in first.requests[home]] == [method, method]
+
+
+@pytest.mark.usefixtures("token")
+@pytest.mark.parametrize(("method", "code"), [("DELETE", 302), ("PUT", 303), ("POST", 301)])
+async def test_a_redirect_that_turns_the_request_into_a_get_is_followed(
+    harness: ActionHarness, origins: tuple[Origin, Origin], method: str, code: int
+) -> None:
+    first, second = origins
+    key = uuid.uuid4().hex
+    url = first.redirect(key, f"{second.url}/land/{key}", code)
+    outcome = await harness.run(_webhook(url, method, headers=HEADERS, body={"n": 1}))
+    assert outcome.result["status_code"] == 200
+    [landed] = second.requests[key]
+    assert (landed["method"], landed["body"]) == ("GET", "")
 
 
 async def test_a_hop_within_the_origin_keeps_every_header_and_the_body(
