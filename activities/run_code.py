@@ -209,15 +209,23 @@ async def _run(
         _fail(run, config, exit_code, timed_out, oom_kills, stdout, stderr)
     return {
         "exit_code": exit_code,
-        "stdout": stdout.text(),
+        "stdout": _shown(run, stdout),
         "stdout_truncated": stdout.truncated,
-        "stderr": stderr.text(),
+        "stderr": _shown(run, stderr),
         "stderr_truncated": stderr.truncated,
         "output": _parse(stdout.last_line()),
         "network_isolated": isolation != "none",
         "memory_isolated": memory_isolated,
         "elapsed_ms": elapsed_ms,
     }
+
+
+def _shown(run: ActionRun, capture: _Capture) -> str:
+    """A stream's first MAX_STREAM_BYTES as the result shows them: when the stream went on,
+    redacted as the beginning of a longer text, so a secret printed across the cut leaves
+    no part of itself."""
+    text = capture.text()
+    return run.redactor().redact_beginning(text) if capture.truncated else text
 
 
 def _new_folder() -> tuple[Path, int]:

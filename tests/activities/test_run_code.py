@@ -89,6 +89,21 @@ async def test_streams_are_capped_and_output_is_the_last_line_or_null(
     assert plain["output"] is None and not plain["stdout_truncated"]
 
 
+async def test_a_secret_printed_across_the_cap_leaves_no_part_of_itself(
+    harness: ActionHarness,
+) -> None:
+    """stdout is kept to its first 64 KiB: a secret that the cut splits is masked as the
+    start of a longer text, not left as a stub (``tok-sec``) a whole-text match misses."""
+    secret = "tok-secret-value-0123456789"
+    await harness.put_secret("TOKEN", secret)
+    before = run_code.MAX_STREAM_BYTES - 7
+    code = f"import sys\nsys.stdout.write('x' * {before} + '{{{{ secrets.TOKEN }}}}' + 'y' * 100)\n"
+    result = await _result(harness, code)
+    assert result["stdout_truncated"] is True
+    assert secret[:7] not in result["stdout"] and secret[:4] not in result["stdout"]
+    assert result["stdout"].startswith("x" * 1000)
+
+
 async def test_a_failing_program_is_a_non_retryable_code_failed(harness: ActionHarness) -> None:
     failure = await failure_of(
         harness,
