@@ -6,28 +6,38 @@ forbids; a secret that does not exist fails with ``MissingSecret``. Secret value
 leave the activity: ``activities/_redaction.py`` masks them in whatever is kept.
 
 Rendering is bounded (``TemplateTooLarge``): ``BoundedEnvironment`` hooks every way a
-template builds a value (operators, calls, filters, literals, ``~``, namespace attributes,
-output, blocks) into the limits of ``activities/_template_sizes.py``, which weigh it before
-it is built when it could be far larger than what it is built from, and after otherwise.
-Each loop's iterable, and each ``*args`` of a call, goes through ``_Bounds``; Jinja's
+template builds a value (operators, calls, filters, literals, ``~``, slices, namespace
+attributes, ``str.format``'s fields, output, blocks) into the limits of
+``activities/_template_sizes.py``, which weigh it before it is built when it could be far
+larger than what it is built from, and after otherwise; and every way it compares values
+(comparisons, tests, sorting) and steps through them (loops, calls, filters, tests). Each
+loop's iterable, and each ``*args`` of a call, goes through ``_Bounds``; Jinja's
 compile-time constant folding is off, since it would run operations outside these hooks.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Iterator, Sized
-from types import BuiltinMethodType
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from types import BuiltinMethodType, MethodType
+from typing import Any, cast
 
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta, nodes
 from jinja2.compiler import CodeGenerator, Frame, optimizeconst
+from jinja2.environment import Environment
 from jinja2.ext import Extension
+from jinja2.filters import make_attrgetter, sync_do_join
 from jinja2.nodes import EvalContext
 from jinja2.runtime import BlockReference, Context, LoopContext, Macro, markup_join
-from jinja2.sandbox import SandboxedEnvironment
-from jinja2.utils import Namespace, _PassArg, object_type_repr, pass_eval_context
-from markupsafe import escape
+from jinja2.sandbox import SandboxedEnvironment, SandboxedFormatter
+from jinja2.utils import (
+    Namespace,
+    _PassArg,
+    object_type_repr,
+    pass_environment,
+    pass_eval_context,
+)
+from markupsafe import Markup, escape
 
 from activities._template_sizes import (
     FILTER_SIZES,
@@ -37,19 +47,33 @@ from activities._template_sizes import (
     SELECTING_FILTERS,
     TEXT,
     after_call,
+    assigned,
     before_call,
     budgeted,
     built,
+    comparable,
+    compared,
+    compared_chain,
+    contained,
+    converted_size,
+    counted,
     escaped_size,
+    field_size,
+    filter_steps,
     forget,
     grow,
     grows,
+    join_size,
     list_size,
     materialized,
     operated,
+    reachable,
     refuse,
+    sliced,
     spend,
     step,
+    stepped,
+    summed,
     weight,
 )
 from activities._template_sizes import MAX_RENDERED_CHARS as MAX_RENDERED_CHARS
@@ -80,41 +104,13 @@ class _Undefined(StrictUndefined):
         return f"{object_type_repr(self._undefined_obj)} has no element {element}"
 
 
-class _Counted:
-    """A loop's items, each a step."""
-
-    def __init__(self, iterable: Iterable[Any]) -> None:
-        self._iterable = iterable
-
-    def __iter__(self) -> Iterator[Any]:
-        for item in self._iterable:
-            step()
-            yield item
-
-
-class _CountedSized(_Counted):
-    """A loop's items, each a step, as many as its iterable's: ``loop.length`` need not read
-    them all ahead (a long string read ahead makes an object of each character)."""
-
-    def __init__(self, iterable: Sized) -> None:
-        super().__init__(iterable)  # type: ignore[arg-type]
-        self._length = len(iterable)
-
-    def __len__(self) -> int:
-        return self._length
-
-
-def _counted(iterable: Iterable[Any]) -> _Counted:
-    return _CountedSized(iterable) if isinstance(iterable, Sized) else _Counted(iterable)
-
-
 class _Bounds(Extension):
     """What ``BoundedEnvironment._parse`` wraps around parts of a template: every loop's
     iterable (``counted``), every ``*args`` of a call (``spread``)."""
 
     def counted(self, iterable: Iterable[Any]) -> Iterable[Any]:
         """Each item a step."""
-        return _counted(iterable)
+        return counted(iterable)
 
     def spread(self, value: Any) -> Any:
         """A string spread into arguments makes an object of each character: weighed first."""
@@ -134,8 +130,40 @@ def _constant(node: nodes.Node) -> bool:
 
 
 class _BoundedCodeGenerator(CodeGenerator):
-    """Jinja's code generator, with ``~`` (concatenation) and list, tuple and dict literals
-    made of variables going through the environment's checks."""
+    """Jinja's code generator, with ``~`` (concatenation), list, tuple and dict literals made
+    of variables, slices and comparisons going through the environment's checks."""
+
+    def visit_Getitem(self, node: nodes.Getitem, frame: Frame) -> None:
+        if not isinstance(node.arg, nodes.Slice):
+            super().visit_Getitem(node, frame)
+            return
+        # Jinja writes `a[i:j]` as Python's, outside the environment: through getitem here.
+        self.write("environment.getitem(")
+        self.visit(node.node, frame)
+        self.write(", slice(")
+        for index, part in enumerate((node.arg.start, node.arg.stop, node.arg.step)):
+            self.write(", " if index else "")
+            if part is None:
+                self.write("None")
+            else:
+                self.visit(part, frame)
+        self.write("))")
+
+    def visit_Compare(self, node: nodes.Compare, frame: Frame) -> None:
+        if len(node.ops) == 1:
+            self.write(f"environment.compare({node.ops[0].op!r}, ")
+            self.visit(node.expr, frame)
+            self.write(", ")
+            self.visit(node.ops[0].expr, frame)
+            self.write(")")
+            return
+        # `a < b < c`: each operand after the first evaluated only when needed, as in Python.
+        self.write("environment.compare_chain(")
+        self.visit(node.expr, frame)
+        for operand in node.ops:
+            self.write(f", {operand.op!r}, lambda: ")
+            self.visit(operand.expr, frame)
+        self.write(")")
 
     @optimizeconst
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
@@ -174,11 +202,62 @@ class _BoundedCodeGenerator(CodeGenerator):
 
 class BoundedNamespace(Namespace):
     """``namespace()`` in templates: a value set on it (``{% set ns.a = v %}``) is weighed
-    first."""
+    first, and so is every grown list that holds the namespace."""
 
     def __setitem__(self, name: str, value: Any) -> None:
-        refuse(weight(value), f"a namespace attribute ({name})")
+        assigned(self, name, value)
         super().__setitem__(name, value)
+
+
+class _BoundedFormatter(SandboxedFormatter):
+    """``str.format`` and ``format_map`` in templates (Markup's too, ``escaping`` its
+    values): each field, conversion and nested field is weighed before it is formatted,
+    with its final width and precision and the value its lookups reached; all of them
+    together (and the literal text) at most the limit."""
+
+    def __init__(self, environment: Environment, escaping: Callable[[Any], Markup] | None) -> None:
+        super().__init__(environment)
+        self.escaping = escaping
+        self.size = 0
+
+    def vformat(self, format_string: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
+        self.size = len(format_string)
+        return super().vformat(format_string, args, kwargs)
+
+    def convert_field(self, value: Any, conversion: str | None) -> Any:
+        if conversion is not None:
+            refuse(self.size + converted_size(value, conversion), _FORMATTED)
+        return super().convert_field(value, conversion)
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        step()  # Python's Formatter reads each field in Python
+        if self.escaping is None:
+            refuse(self.size + field_size(value, format_spec), _FORMATTED)
+            return self._counted(format(value, format_spec))
+        # markupsafe's EscapeFormatter, the text weighed before it is escaped.
+        if hasattr(value, "__html_format__"):
+            text = value.__html_format__(format_spec)
+        elif hasattr(value, "__html__"):
+            if format_spec:
+                raise ValueError(
+                    f"Format specifier {format_spec} given, but {type(value)} does not define"
+                    " __html_format__. A class that defines __html__ must define"
+                    " __html_format__ to work with format specifiers."
+                )
+            text = value.__html__()
+        else:
+            refuse(self.size + field_size(value, format_spec), _FORMATTED)
+            text = format(value, str(format_spec))
+            refuse(self.size + escaped_size(text), _FORMATTED)
+        return self._counted(str(self.escaping(text)))
+
+    def _counted(self, text: str) -> str:
+        self.size += len(text)
+        refuse(self.size, _FORMATTED)
+        return text
+
+
+_FORMATTED = "the result of format()"
 
 
 @pass_eval_context
@@ -240,6 +319,46 @@ class BoundedEnvironment(SandboxedEnvironment):
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         return operated(operator, left, right, self.binop_table[operator])
 
+    def compare(self, operation: str, left: Any, right: Any) -> Any:
+        """``left == right``, ``left in right``...: refused when it could read too much."""
+        return compared(operation, left, right)
+
+    def compare_chain(self, first: Any, *rest: Any) -> Any:
+        """``a < b < c``, each comparison as ``compare``."""
+        return compared_chain(first, *rest)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        """``obj[argument]``; a slice (``obj[i:j]``) is weighed as it is built."""
+        if type(argument) is slice:
+            return sliced(obj, argument)
+        return super().getitem(obj, argument)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        """``str.format`` and ``format_map`` (of a string or Markup), wherever a template
+        reaches them: formatted by ``_BoundedFormatter``."""
+        if not isinstance(value, MethodType | BuiltinMethodType) or value.__name__ not in (
+            "format",
+            "format_map",
+        ):
+            return None
+        text = value.__self__
+        if not isinstance(text, str):
+            return None
+        escaping = text.escape if isinstance(text, Markup) else None
+        is_format_map = value.__name__ == "format_map"
+
+        def wrapper(*args: Any, **kwargs: Any) -> str:
+            if is_format_map:
+                if kwargs:
+                    raise TypeError("format_map() takes no keyword arguments")
+                if len(args) != 1:
+                    raise TypeError(f"format_map() takes exactly one argument ({len(args)} given)")
+                kwargs, args = args[0], ()
+            formatter = _BoundedFormatter(self, escaping)
+            return type(text)(formatter.vformat(text, args, kwargs))
+
+        return functools.update_wrapper(wrapper, value)
+
     def call(
         __self,  # Jinja's own signature: any keyword passes through to the callee
         __context: Context,
@@ -250,7 +369,7 @@ class BoundedEnvironment(SandboxedEnvironment):
         """Call from a template (a step): estimated before, weighed after."""
         step()
         if isinstance(__obj, LoopContext) and args:  # `loop(children)` in a recursive loop
-            args = (_counted(args[0]),)
+            args = (counted(args[0]),)
         if isinstance(__obj, Macro | BlockReference | LoopContext):
             # They render template code: their output is weighed where it is joined.
             return super().call(__context, __obj, *args, **kwargs)
@@ -281,16 +400,33 @@ class BoundedEnvironment(SandboxedEnvironment):
         result would weigh over the limit."""
         if grows(owner, name):
             return grow(owner, name, args, kwargs, functools.partial(super().call, context, method))
-        forget(owner)
-        if name == "sort" and kwargs.get("key") is not None:
-            # Python calls the key itself: through the environment, it is checked too.
-            kwargs["key"] = functools.partial(self.call, context, kwargs["key"])
+        if name == "sort" and isinstance(owner, list):
+            kwargs = self._sort_keys(context, owner, kwargs)
+        elif name == "remove" and args and isinstance(owner, list):
+            contained(args[0], owner)
+        forget(owner, name)
         return super().call(context, method, *args, **kwargs)
+
+    def _sort_keys(
+        self, context: Context, owner: list[Any], kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        """``list.sort``'s arguments, its keys made first (through the environment, each
+        key a call) and weighed: sorting compares them (the items, without a key)."""
+        key = kwargs.get("key")
+        if key is None:
+            comparable(owner, owner)
+            return kwargs
+        keys = [self.call(context, key, item) for item in owner]
+        comparable(keys, keys)
+        # list.sort calls its key once for each item, in order: it gets the keys made here.
+        made = iter(keys)
+        return {**kwargs, "key": lambda _: next(made)}
 
 
 def _bounded_filter(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
-    """``original`` (a filter), estimated before it runs when it can build much (an iterator
-    it is given is read into a list first, to be measured), weighed after."""
+    """``original`` (a filter), a step and one per item or word it goes through, estimated
+    before it runs when it can build much (an iterator it is given is read into a list
+    first, to be measured), weighed after."""
     size = FILTER_SIZES.get(name)
     first = 1 if _PassArg.from_obj(original) is not None else 0  # after the context, if any
     what = f"the result of |{name}"
@@ -299,20 +435,72 @@ def _bounded_filter(name: str, original: Callable[..., Any]) -> Callable[..., An
 
     @functools.wraps(original)
     def bounded(*args: Any, **kwargs: Any) -> Any:
-        if size is not None and len(args) > first:
+        if len(args) <= first:
+            step()
+            return original(*args, **kwargs)
+        if size is not None:
             value = materialized(args[first])
             if value is not args[first]:
                 args = (*args[:first], value, *args[first + 1 :])
             estimate = size(*args[first:], **kwargs)
             if estimate > MAX_RENDERED_CHARS:
                 refuse(estimate, what)
+        step(filter_steps(name, *args[first:]))
         result = original(*args, **kwargs)
         if selecting:
             return result
         if type(result) is not str and isinstance(result, Iterator) and not listing:
-            if not (len(args) > first and isinstance(args[first], TEXT)):
-                return result  # see LISTING_FILTERS
+            if not isinstance(args[first], TEXT):
+                return stepped(result)  # see LISTING_FILTERS
         return built(result, what, *args[first:])
+
+    return bounded
+
+
+@pass_eval_context
+def _join(eval_ctx: EvalContext, value: Iterable[Any], d: str = "", attribute: Any = None) -> str:
+    """``|join``; with an ``attribute``, what it looks up in each item is what is estimated
+    (a cycler's items, not the cycler), looked up once more to be joined."""
+    if attribute is None:
+        return cast(str, _bounded_join(eval_ctx, value, d))
+    value = materialized(value)
+    step(filter_steps("join", value))
+    getter = make_attrgetter(eval_ctx.environment, attribute)
+    refuse(join_size(map(getter, value), weight(d)), "the result of |join")
+    return built(sync_do_join(eval_ctx, value, d, attribute), "the result of |join")
+
+
+@pass_environment
+def _sum(
+    environment: Environment, iterable: Iterable[Any], attribute: Any = None, start: Any = 0
+) -> Any:
+    """``|sum``: lists and tuples joined in one pass, each item a step (see ``summed``)."""
+    if attribute is not None:
+        iterable = map(make_attrgetter(environment, attribute), iterable)
+    return summed(iterable, start)
+
+
+_COMPARING_TESTS = frozenset(
+    {"eq", "equalto", "==", "ne", "!=", "lt", "lessthan", "<", "le", "<=", "gt"}
+    | {"greaterthan", ">", "ge", ">="}
+)
+
+
+def _bounded_test(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    """``original`` (a test), a step; one that compares its value refused as comparisons are
+    (see ``BoundedEnvironment.compare``)."""
+    first = 1 if _PassArg.from_obj(original) is not None else 0
+    comparing = name in _COMPARING_TESTS
+
+    @functools.wraps(original)
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        step()
+        if len(args) > first + 1:
+            if comparing:
+                comparable(args[first], args[first + 1])
+            elif name == "in":
+                contained(args[first], args[first + 1])
+        return original(*args, **kwargs)
 
     return bounded
 
@@ -325,8 +513,13 @@ ENVIRONMENT = BoundedEnvironment(
     finalize=_finalize,
     optimized=False,  # constant folding runs operations while compiling, outside the checks
 )
+_bounded_join = _bounded_filter("join", sync_do_join)
+ENVIRONMENT.filters.update(join=_join, sum=_sum)
 for _name, _filter in list(ENVIRONMENT.filters.items()):
-    ENVIRONMENT.filters[_name] = _bounded_filter(_name, _filter)
+    if _filter is not _join:
+        ENVIRONMENT.filters[_name] = _bounded_filter(_name, _filter)
+for _name, _test in list(ENVIRONMENT.tests.items()):
+    ENVIRONMENT.tests[_name] = _bounded_test(_name, cast(Callable[..., Any], _test))
 
 
 def _check_range(*args: Any) -> None:
@@ -374,6 +567,9 @@ class SecretValues:
 
     def values(self) -> list[str]:
         return list(self._values.values())
+
+
+reachable(SecretValues, SecretValues.values)
 
 
 def _strings(value: Any) -> list[str]:

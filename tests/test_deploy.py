@@ -229,4 +229,3 @@ def test_the_worker_and_its_programs_have_a_ceiling_together() -> None:
     worker = _compose()["services"]["worker"]
     assert worker["mem_limit"] == "${WORKER_MEM_LIMIT:-2g}"
     assert worker["pids_limit"] == "${WORKER_PIDS_LIMIT:-1024}"
-

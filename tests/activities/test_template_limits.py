@@ -1,14 +1,18 @@
 """Size limits of templates: nothing a template builds weighs more than
 ``MAX_RENDERED_CHARS``, whatever builds it (an operator, a method, a filter, a literal, a
-namespace attribute, output), and what could build far more than it is given is refused
-before it runs. Rendered directly, through an action's run, and (the 4 GB hex repro of issue
-14) in a process of its own whose memory is measured and capped."""
+slice, a namespace attribute, a format's field, output), what a value holds that a template
+can reach counts in its weight, and what could build far more than it is given is refused
+before it runs; comparisons, filters and tests are bounded in time. Rendered directly,
+through an action's run, and (the 4 GB hex repro of issue 14, and the repros of its review
+that built hundreds of MB or ran for minutes on the old code) in a process of its own whose
+memory is measured and capped."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import time
 import tracemalloc
 import uuid
 from datetime import UTC, datetime
@@ -18,7 +22,8 @@ from typing import Any
 import pytest
 from jinja2 import TemplateError, TemplateSyntaxError
 
-from activities._templates import MAX_RENDERED_CHARS, TemplateTooLarge, render
+from activities._template_sizes import weight
+from activities._templates import MAX_RENDERED_CHARS, SecretValues, TemplateTooLarge, render
 from tests.fixtures.actions import ActionHarness, failure_of
 from tests.fixtures.http_target import HttpTarget
 
@@ -44,6 +49,18 @@ except Exception as error:
     outcome = f"{type(error).__name__}: {error}"
 print(json.dumps({"outcome": outcome, "grew_kb": peak_kb() - before}))
 """
+# A 1 MB string held 1,000 times by objects that weighed 80 characters each (a cycler of
+# what `map('d', a, true)` yields: `a` for each `none`).
+A_MB = "{% set a = 'x' * 1000000 %}"
+HELD = A_MB + "{% set c = cycler(*([none] * 1000)|map('d', a, true)) %}"
+# Lists that hold a list 80,000 times over, which then grows (and lists of them, built
+# before): comparing two such took hours.
+NESTED = (
+    "{% set m = [] %}{% set l = [m] * 1000 %}{% set n = [l] * 80 %}"
+    "{% set m2 = [] %}{% set l2 = [m2] * 1000 %}{% set n2 = [l2] * 80 %}"
+    "{% set pair = [n, n2] %}{% set one = [n] %}"
+    "{{ m.extend(range(100000)) }}{{ m2.extend(range(100000)) }}"
+)
 # A list that holds the same list twelve times, which then grows to 1 MB: it weighs 12 MB
 # though it takes 1 MB, and making it text would make 12 MB.
 ALIASED = (
@@ -58,11 +75,34 @@ def _webhook(url: str, body: str) -> dict[str, object]:
     return {"type": "webhook", "config": {"url": url, "method": "POST", "body": body}}
 
 
+def _in_child(template: str, timeout: float = 120) -> dict[str, Any]:
+    """What rendering ``template`` did in a process of its own, capped at 2 GiB of address
+    space (code without the limits fails there, it does not take the machine's memory), and
+    how much its peak memory grew; or that it was still running after ``timeout`` s."""
+    command = ["sh", "-c", 'ulimit -v 2097152 && exec "$0" "$@"', sys.executable]
+    try:
+        done = subprocess.run(
+            [*command, "-c", CHILD, template],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return {"outcome": f"still running after {timeout} s", "grew_kb": None}
+    assert done.returncode == 0, done.stderr
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
+
+
 def _peak_while(template: str) -> tuple[BaseException | None, int]:
     """What rendering ``template`` raised, and the most memory Python held meanwhile."""
     tracemalloc.start()
+    secrets = SecretValues({"BIG": "s" * 100_000})
     try:
-        render({"body": template}, {"payload": PAYLOAD, "now": datetime.now(UTC)})
+        render(
+            {"body": template}, {"payload": PAYLOAD, "now": datetime.now(UTC), "secrets": secrets}
+        )
     except Exception as error:
         return error, tracemalloc.get_traced_memory()[1]
     else:
@@ -72,14 +112,7 @@ def _peak_while(template: str) -> tuple[BaseException | None, int]:
 
 
 def test_the_hex_repro_fails_at_once_and_the_memory_barely_moves() -> None:
-    # Capped at 2 GiB of address space: code without the limits fails on it, it does not
-    # take the machine's memory.
-    command = ["sh", "-c", 'ulimit -v 2097152 && exec "$0" "$@"', sys.executable]
-    done = subprocess.run(
-        [*command, "-c", CHILD, REPRO], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
+    report = _in_child(REPRO, timeout=300)
     assert report["outcome"].startswith("TemplateTooLarge: "), report
     assert "hex()" in report["outcome"] and str(MAX_RENDERED_CHARS) in report["outcome"]
     assert report["grew_kb"] < 100 * 1024, report
@@ -204,6 +237,136 @@ def test_autoescape_takes_only_a_constant() -> None:
     assert render({"a": "{% autoescape true %}{{ '<' }}{% endautoescape %}"}, {}) == {"a": "&lt;"}
 
 
+@pytest.mark.parametrize(
+    "template",
+    [
+        # What a cycler, a joiner or a loop holds is part of its weight: each of these read
+        # 1,000 references to a 1 MB string through objects that weighed 80 characters.
+        HELD + "{{ '{0.items}'.format(c)|length }}",
+        HELD + "{{ [c]|join(attribute='items')|length }}",
+        A_MB + "{% set l = [cycler(a)] * 1000 %}{{ l|join(attribute='current')|length }}",
+        A_MB + "{% set l = [joiner(a)] * 1000 %}{{ l|join(attribute='sep')|length }}",
+        A_MB + "{% for x in ([none] * 3)|map('d', a, true) %}{% if loop.first %}"
+        "{{ ([loop] * 1000)|join(attribute='nextitem')|length }}{% endif %}{% endfor %}",
+        # Widths and precisions given as strings: 200 MB each.
+        "{{ '{0:{1}}'.format('x', '>200000000')|length }}",
+        "{{ '{0:{w}}'.format('x', w='200000000')|length }}",
+        "{{ '{0:{1}}'.format(1.5, '.200000000f')|length }}",
+        "{{ ('{0:<>{1}}'|safe).format('x', '20000000')|length }}",  # then escaped: 80 MB
+        # A key with parentheses in it, which % reads to its balancing ")".
+        A_MB + "{{ (('%(a(b))s' * 1000) % {'a(b)': a})|length }}",
+        # Lines as splitlines finds them ("\r"), each given an indent or a wrapstring.
+        "{{ ('x\\r' * 500000)|indent(1000)|length }}",
+        "{{ ('\\r' * 1000000)|wordwrap(2000000, wrapstring='y' * 1000)|length }}",
+    ],
+)
+def test_what_would_build_hundreds_of_megabytes_is_refused_before(template: str) -> None:
+    report = _in_child(template)
+    assert report["outcome"].startswith("TemplateTooLarge: "), report
+    assert report["grew_kb"] < 16 * 1024, report
+
+
+def test_memory_held_by_slices_in_nested_lists_is_counted() -> None:
+    # 300 slices of a 1 MB string kept in lists inside a list: 288 MB held, and the run
+    # succeeded (slices were outside every check; the outer list's weight was not updated
+    # as its inner lists grew).
+    template = (
+        A_MB + "{% set outer = [] %}{% for k in range(300) %}{{ outer.append([]) }}{% endfor %}"
+        "{% for k in range(300) %}{{ outer[k].append(a[k + 1:]) }}{% endfor %}"
+    )
+    report = _in_child(template)
+    assert report["outcome"].startswith("TemplateTooLarge: "), report
+    assert report["grew_kb"] < 16 * 1024, report
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        # A grown dict of grown lists: the dict's weight follows its lists'.
+        "{% set a = 'x' * 100000 %}{% set groups = {} %}{% for i in range(20) %}"
+        "{{ groups.setdefault(i % 2, []).append(a) }}{% endfor %}",
+        # A namespace held by a grown list, then given a value.
+        "{% set a = 'x' * 100000 %}{% set ns = namespace(v='') %}{% set l = [] %}"
+        "{% for i in range(20) %}{{ l.append(ns) }}{% endfor %}{% set ns.v = a %}",
+        # Slices count in the total, and so does what a method adds to a list.
+        A_MB + "{% for k in range(20) %}{% set b = a[k:] %}{% endfor %}",
+        A_MB + "{% for i in range(10) %}{% set l = [] %}{{ l.append(a) }}{% endfor %}",
+    ],
+)
+def test_what_grows_or_is_sliced_is_counted(template: str) -> None:
+    with pytest.raises(TemplateTooLarge):
+        render({"body": template}, {})
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        # The secrets are what `secrets` holds (100 KB here), weighed as such.
+        "{{ ([secrets] * 100)|join(attribute='BIG')|length }}",
+        # What join(attribute=) joins is what it looks up (a method's text here).
+        "{{ (['a'] * 100000)|join(attribute='upper')|length }}",
+        # Markup escapes what it formats, joins or is given to %.
+        "{{ (('%s'|safe) % ('<' * 1000000,))|length }}",
+        "{{ ('x'|safe).join(['<' * 300000] * 3)|length }}",
+        "{{ ((''|safe) + '<' * 1000000)|length }}",
+        "{{ ('ab'|safe).replace('a', '<' * 500000)|length }}",
+        "{{ '{!r}'.format('\\x00' * 1000000)|length }}",
+    ],
+)
+def test_what_a_value_reaches_or_becomes_is_weighed_before(template: str) -> None:
+    error, peak = _peak_while(template)
+    assert isinstance(error, TemplateTooLarge), error
+    assert peak < 2 * MAX_RENDERED_CHARS, f"{peak} bytes held"
+
+
+def test_an_object_that_is_not_known_weighs_more_than_the_limit() -> None:
+    assert weight(object()) > MAX_RENDERED_CHARS
+    assert weight([datetime.now(UTC), range(10), len, None]) < 1000
+
+
+@pytest.mark.parametrize(
+    "comparison",
+    [
+        "{{ n == n2 }}",
+        "{{ n < n2 }}",
+        "{{ n is eq(n2) }}",
+        "{{ n2 in one }}",
+        "{{ one.count(n2) }}",
+        "{% for x in pair %}{{ loop.changed(x) }}{% endfor %}",
+        "{{ pair.sort() }}",
+        "{{ pair|max|length }}",
+        "{{ pair|select('eq', n2)|list|length }}",
+        "{{ [] <= [] < n == n2 }}",
+    ],
+)
+def test_comparing_values_that_weigh_too_much_is_refused(comparison: str) -> None:
+    # The old code compared these for hours; the guard of 20 s stops it.
+    report = _in_child(NESTED + comparison, timeout=20)
+    assert report["outcome"].startswith("TemplateTooLarge: "), report
+
+
+def test_a_sum_of_lists_takes_one_pass() -> None:
+    started = time.monotonic()
+    rendered = render({"body": "{% set l = [[0]] * 60000 %}{{ l|sum(start=[])|length }}"}, {})
+    assert rendered == {"body": "60000"}
+    assert time.monotonic() - started < 1, "Python's sum of lists is quadratic (3 s)"
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        # 400,000 iterations, each a filter call and a test call.
+        "{% for i in range(4) %}{% for j in range(100000) %}{% if 'x'|upper is string %}"
+        "{% endif %}{% endfor %}{% endfor %}",
+        # Twenty calls that each go through 100,000 items.
+        "{% set l = range(100000)|list %}{% for i in range(20) %}{{ l|max }}{% endfor %}",
+    ],
+)
+def test_filter_and_test_calls_and_their_items_are_steps(template: str) -> None:
+    with pytest.raises(TemplateTooLarge, match="loop iterations and calls"):
+        render({"body": template}, {})
+
+
 def test_large_and_common_templates_within_the_limits_render() -> None:
     rows = [{"id": i, "name": f"row {i}", "tags": ["a", "b"]} for i in range(2000)]
     context: dict[str, Any] = {"payload": {"rows": rows, "text": "é" * 500_000}}
@@ -223,6 +386,22 @@ def test_large_and_common_templates_within_the_limits_render() -> None:
             "{{ x if x is number else loop(x) }}{% endfor %}",
             "text": "{{ 'a,b'.split(',') }} {{ 'x'.center(5) }}|{{ cycler(*'ab').next() }} "
             "{{ '%05.1f' % 3.14159 }} {{ '{:>4}'.format(7) }} {{ ['b', 'a']|sort|join }}",
+            "formats": "{{ '{:>5}|{:.2f}|{:,}|{!r}|{:{w}}|'.format('ab', 3.14159, 1234567, 'q', 1, "
+            "w=3) }}{{ '{0[id]}-{0[tags][1]}'.format(payload.rows[7]) }} "
+            "{{ '%-4s|%*d|%(x)s' % ('ab', 3, 5, ) if false else '%-4s|%*d' % ('ab', 3, 5) }} "
+            "{{ '%(a)s%(a)s' % {'a': 'x'} }} {{ ('<{}>'|safe).format('&') }}",
+            "slices and comparisons": "{{ payload.text[:3] }} {{ 'abcdef'[::-2] }} "
+            "{{ payload.rows[1:3]|map(attribute='id')|list }} {{ 1 < 2 < 3 }} "
+            "{{ payload.rows[5] in payload.rows }} {{ payload.rows[0].tags is eq(['a', 'b']) }} "
+            "{% for r in payload.rows[:4] %}{{ loop.changed(r.tags) }}{% endfor %}",
+            "grouped and summed": "{% set g = {} %}{% for r in payload.rows %}"
+            "{{ g.setdefault(r.id % 3, []).append(r.id) or '' }}{% endfor %}"
+            "{{ g|length }} {{ g[0]|length }} {{ payload.rows|map(attribute='tags')|sum(start=[])"
+            "|length }} {{ payload.rows|sum(attribute='id') }} "
+            "{{ payload.rows[:3]|join(',', attribute='name') }} "
+            "{% set l = [3, 1, 2] %}{{ l.sort(reverse=true) or l }}",
+            "words": "{{ 'see www.example.com.'|urlize }}|{{ 'a\\nb'|indent(2, true) }}|"
+            "{{ 'aaa bbb'|wordwrap(3) }}|{{ ('x' * 500000)|urlize(target='_blank')|length }}",
         },
         context,
     )
@@ -234,4 +413,9 @@ def test_large_and_common_templates_within_the_limits_render() -> None:
         "near the limit": "500000 1000000",
         "loops": "1/3 2/3 3/3 1234",
         "text": "['a', 'b']   x  |a 003.1    7 ab",
+        "formats": "   ab|3.14|1,234,567|'q'|  1|7-b ab  |  5 xx <&amp;>",
+        "slices and comparisons": "ééé fdb [1, 2] True True True TrueFalseFalseFalse",
+        "grouped and summed": f"3 667 4000 {sum(range(2000))} row 0,row 1,row 2 [3, 2, 1]",
+        "words": 'see <a href="https://www.example.com" rel="noopener">www.example.com</a>.|'
+        "  a\n  b|aaa\nbbb|500000",
     }
