@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import Any, Literal, NoReturn
 
 import httpx
-from jinja2.exceptions import SecurityError
+from jinja2.exceptions import SecurityError, TemplateError
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
@@ -194,7 +194,12 @@ class ActionRun:
         config = self.input.action.config
         raw = config.model_dump(mode="json")
         context = self._template_context()
-        if "secrets" in referenced_names(raw):
+        try:
+            names = referenced_names(raw)
+        except TemplateError as error:  # a syntax error: as final as one met rendering
+            message = f"{type(error).__name__}: {error}"
+            raise ActionFailure("TemplateError", message, retryable=False) from None
+        if "secrets" in names:
             context["secrets"] = await self._secrets()
         try:
             # In a thread: a template may take a moment (within its limits); the worker's

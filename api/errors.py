@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
-from starlette.routing import Match
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -45,6 +45,10 @@ TITLES = {
     500: "Internal server error",
     503: "Service unavailable",
 }
+
+
+class BodyTooLarge(Exception):
+    """A request body went over the limit while it was read (``BodyLimitMiddleware``)."""
 
 
 class Problem(Exception):
@@ -124,12 +128,23 @@ def internal_error(error: BaseException) -> JSONResponse:
 def allowed_methods(request: Request) -> list[str]:
     """The methods some route serves at the request's path."""
     methods: set[str] = set()
-    for route in request.app.router.routes:
+    for route in _routes(request.app.router.routes):
         route_methods = getattr(route, "methods", None)
         match, _ = route.matches({**request.scope, "method": "GET"})
         if route_methods and match != Match.NONE:
             methods |= set(route_methods)
     return sorted(methods)
+
+
+def _routes(routes: Sequence[BaseRoute]) -> Iterator[BaseRoute]:
+    """Every route, those of included routers too (FastAPI keeps an included router whole,
+    as one entry that holds its routes; our routers are included without a prefix)."""
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            yield from _routes(included.routes)
+        else:
+            yield route
 
 
 def connection_lost(error: BaseException) -> bool:
@@ -171,6 +186,8 @@ class CatchAllMiddleware:
 
         try:
             await self.app(scope, receive, _send)
+        except BodyTooLarge:
+            raise  # no error: the body limit's own 413, answered outside
         except Exception as error:
             if started:
                 raise  # too late for a response of our own

@@ -16,7 +16,12 @@ from temporalio.client import Client
 
 from api.deps import AppState
 from api.docs import install_docs
-from api.errors import CatchAllMiddleware, install_error_handlers, problem_response
+from api.errors import (
+    BodyTooLarge,
+    CatchAllMiddleware,
+    install_error_handlers,
+    problem_response,
+)
 from api.openapi import install_openapi
 from api.reconcile import reconcile
 from api.routes import (
@@ -43,10 +48,6 @@ RECONCILE_EVERY_SECONDS = 600
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 REQUESTS = Counter("cronpilot_http_requests_total", "API requests", ["method", "route", "status"])
 LATENCY = Histogram("cronpilot_http_request_seconds", "API latency", ["method", "route"])
-
-
-class BodyTooLarge(Exception):
-    pass
 
 
 class BodyLimitMiddleware:
@@ -185,6 +186,9 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,  # served by install_docs, from the package rather than a CDN
         redoc_url=None,
+        # A path with a slash too many is a 404, not a redirect built from the Host header
+        # (which a resume URL with "/" appended would follow).
+        redirect_slashes=False,
     )
     install_docs(app)
     install_error_handlers(app)

@@ -87,8 +87,15 @@ def install_openapi(app: FastAPI) -> None:
                         "description": f"{TITLES.get(code, 'Error')}. {WHEN[code]}",
                         "content": problem,
                     }
-                if path not in PUBLIC_PATHS:
-                    operation.setdefault("security", [{"bearer": []}])
+                security = operation.get("security")
+                if security is None:
+                    if path not in PUBLIC_PATHS:
+                        operation["security"] = [{"bearer": []}]
+                else:  # FastAPI names the scheme after its dependency (HTTPBearer): "bearer"
+                    operation["security"] = [
+                        {"bearer": []} if "HTTPBearer" in requirement else requirement
+                        for requirement in security
+                    ]
         metrics = document["paths"].get("/metrics", {}).get("get")
         if metrics:
             metrics["responses"]["200"] = {

@@ -69,6 +69,21 @@ async def test_missing_secret_undefined_names_and_sandbox_fail_at_once(
     assert target.hits(key) == 0, "nothing may be sent when rendering fails"
 
 
+@pytest.mark.parametrize("broken", ["{{ 1 + }}", "{% if %}", "{{ x }", "{{ b'x' }}"])
+async def test_a_syntax_error_fails_the_first_attempt_for_good(
+    harness: ActionHarness, target: HttpTarget, broken: str
+) -> None:
+    """Met before anything is rendered (the secrets a template names are looked up first),
+    a syntax error is a TemplateError like any other: no retry, nothing sent."""
+    key = uuid.uuid4().hex
+    failure = await failure_of(
+        harness, _webhook(f"{target.url}/ok/{key}", body=broken), max_attempts=3
+    )
+    assert (failure.type, failure.non_retryable) == ("TemplateError", True)
+    assert "TemplateSyntaxError" in failure.message
+    assert target.hits(key) == 0
+
+
 async def test_secrets_api_is_write_only_and_per_user(user: ApiUser, make_user: object) -> None:
     created = await user.request("PUT", "/api/secrets/SMTP_PASS", json={"value": "pa55word!"})
     assert created.status_code == 201 and set(created.json()) == {

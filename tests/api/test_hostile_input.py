@@ -5,10 +5,12 @@ methods that would grow the metrics, and the headers every page carries."""
 from __future__ import annotations
 
 import json
+import logging
 import random
 import string
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -117,6 +119,11 @@ async def test_a_resume_token_with_anything_appended_is_unknown(
     token = resume_token(settings, f"chain-{uuid.uuid4()}", "approve")
     response = await user.client.post(f"/api/resume/{token}{junk}", json={"ok": True})
     assert response.status_code == 404, response.text
+    # A slash too many is no redirect (built from the Host header) to the token's URL.
+    response = await user.client.post(
+        f"/api/resume/{token}/", json={"ok": True}, headers={"Host": "evil.example"}
+    )
+    assert response.status_code == 404 and "location" not in response.headers
     # The signature's last character carries two bits that decode to nothing: flipping one
     # gives the same bytes, but not the token.
     alphabet = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
@@ -144,6 +151,7 @@ async def test_random_methods_do_not_grow_the_metrics(app_client: httpx.AsyncCli
     for method in methods:
         response = await app_client.request(method, "/healthz")
         assert response.status_code == 405, response.text
+        assert "GET" in response.headers["allow"].split(", ")
     for path in ("/no/such/path", f"/{uuid.uuid4().hex}"):
         assert (await app_client.get(path)).status_code == 404
     metrics = (await app_client.get("/metrics")).text
@@ -171,3 +179,33 @@ async def test_every_page_carries_the_security_headers(
         assert "'unsafe-eval'" not in policy
         script = next(p for p in policy.split("; ") if p.startswith("script-src"))
         assert "'unsafe-inline'" not in script
+
+
+async def test_a_body_over_the_limit_is_a_413_and_no_error_in_the_log(
+    app_client: httpx.AsyncClient, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Sent in chunks, without a length: refused as it is read, logged as nothing more."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(settings.max_body_bytes // 65536 + 2):
+            yield b"x" * 65536
+
+    with caplog.at_level(logging.ERROR):
+        response = await app_client.post(f"/api/webhooks/wh_{uuid.uuid4().hex}", content=chunks())
+    assert response.status_code == 413, response.text
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_every_security_requirement_names_a_scheme_the_document_defines(
+    app_client: httpx.AsyncClient,
+) -> None:
+    document = (await app_client.get("/openapi.json")).json()
+    schemes = set(document["components"]["securitySchemes"])
+    used = {
+        name
+        for operations in document["paths"].values()
+        for operation in operations.values()
+        for requirement in operation.get("security", [])
+        for name in requirement
+    }
+    assert used and used <= schemes, (used, schemes)
