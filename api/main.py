@@ -22,6 +22,7 @@ from api.errors import (
     install_error_handlers,
     problem_response,
 )
+from api.headers import AddedHeaders
 from api.openapi import install_openapi
 from api.reconcile import reconcile
 from api.routes import (
@@ -94,33 +95,13 @@ class BodyLimitMiddleware:
         await response(scope, receive, send)
 
 
-SECURITY_HEADERS = (
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"x-frame-options", b"DENY"),
-)
-
-
-class SecurityHeadersMiddleware:
-    """Every answer says: no content sniffing, no referrer, no framing (pages add their own
-    Content-Security-Policy)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                present = {name.lower() for name, _ in message.get("headers", [])}
-                extra = [(n, v) for n, v in SECURITY_HEADERS if n not in present]
-                message["headers"] = [*message.get("headers", []), *extra]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+# Every answer says: no content sniffing, no referrer, no framing (pages add their own
+# Content-Security-Policy).
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
 
 
 async def _reconcile_in_background(state: AppState, every: float) -> None:
@@ -195,7 +176,7 @@ def create_app(
     install_openapi(app)
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(AddedHeaders, headers=SECURITY_HEADERS)
 
     @app.middleware("http")
     async def _metrics(request: Request, call_next: Any) -> Response:

@@ -13,11 +13,11 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.bodies import CheckedJsonRoute
 from api.deps import StateDep
 from api.errors import problem_response
+from api.headers import AddedHeaders
 
 UI_DIR = Path(__file__).parent / "ui"
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "[::1]", "::1"}
@@ -39,7 +39,9 @@ CONTENT_SECURITY_POLICY = "; ".join(
     ]
 )
 # Beside the headers every answer carries (nosniff, no referrer, no framing: api/main.py).
-UI_HEADERS = {"Content-Security-Policy": CONTENT_SECURITY_POLICY}
+# Revalidated (ETag) every time: after an upgrade, no module is mixed with an older one from
+# the browser's cache.
+UI_HEADERS = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "Cache-Control": "no-cache"}
 
 router = APIRouter(tags=["ui"], route_class=CheckedJsonRoute)
 
@@ -87,35 +89,14 @@ def _is_loopback(request: Request) -> bool:
     return name.lower() in LOOPBACK_HOSTS
 
 
-class UIHeaders:
-    """Add the UI's security headers to ``/`` and ``/ui/`` responses."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if scope["type"] != "http" or not (path == "/" or path.startswith("/ui/")):
-            await self.app(scope, receive, send)
-            return
-
-        async def _send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers += [(k.lower().encode(), v.encode()) for k, v in UI_HEADERS.items()]
-                # Revalidate (ETag) every time: after an upgrade, no module is mixed with an
-                # older one from the browser's cache.
-                headers.append((b"cache-control", b"no-cache"))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, _send)
+def _is_ui(path: str) -> bool:
+    return path == "/" or path.startswith("/ui/")
 
 
 def install_ui(app: FastAPI) -> None:
     app.mount("/ui", StaticFiles(directory=UI_DIR), name="ui")
     app.include_router(router)
-    app.add_middleware(UIHeaders)
+    app.add_middleware(AddedHeaders, headers=UI_HEADERS, applies=_is_ui)
 
     @app.get("/", include_in_schema=False)
     async def home() -> FileResponse:

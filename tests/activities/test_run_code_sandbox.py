@@ -31,6 +31,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities import _cgroups, _sandbox, run_code
 from schema.settings import Settings
+from tests.activities.test_run_code import _action, _result
 from tests.fixtures.actions import ActionHarness, failure_of
 from worker import build_workers
 
@@ -77,16 +78,6 @@ SYSCALLS = {
         "socket": 198,
     },
 }
-
-
-def _action(code: str, language: str = "python", **config: Any) -> dict[str, Any]:
-    return {"type": "run_code", "config": {"language": language, "code": code, **config}}
-
-
-async def _result(harness: ActionHarness, code: str, **config: Any) -> dict[str, Any]:
-    outcome = await harness.run(_action(code, **config), handler=run_code.execute)
-    result: dict[str, Any] = outcome.result
-    return result
 
 
 # A program that says it is ready (a file in its working directory) and then waits for the

@@ -35,10 +35,14 @@ async def _request(
     return await installation.api.request(method, path, headers=installation.headers, **kwargs)
 
 
-def _assert_located(response: httpx.Response, loc: list[Any]) -> None:
+def _assert_located(response: httpx.Response, loc: list[Any]) -> str:
+    """The message of the error at ``loc`` of a 422 problem."""
     assert response.status_code == 422, response.text
     assert response.headers["content-type"] == "application/problem+json"
-    assert loc in [error["loc"] for error in response.json()["errors"]], response.text
+    messages = {tuple(e["loc"]): e["msg"] for e in response.json()["errors"]}
+    assert tuple(loc) in messages, response.text
+    message: str = messages[tuple(loc)]
+    return message
 
 
 @pytest.mark.parametrize(

@@ -19,23 +19,12 @@ import pytest
 from api.signatures import sign
 from schema.crypto import resume_token
 from schema.settings import Settings
+from tests.api.test_bad_input import _assert_located
 from tests.api.test_webhook_triggers import _hook, _path, trigger_task
 from tests.conftest import ApiUser
 from tests.fixtures.tasks import recurring
 
 URL = "http://127.0.0.1:9/"
-PROBLEM = "application/problem+json"
-
-
-def _located(response: httpx.Response, loc: list[Any]) -> str:
-    """The message of the error at ``loc`` of a 422 problem."""
-    assert response.status_code == 422, response.text
-    assert response.headers["content-type"] == PROBLEM
-    messages: dict[tuple[Any, ...], str] = {
-        tuple(e["loc"]): e["msg"] for e in response.json()["errors"]
-    }
-    assert tuple(loc) in messages, response.text
-    return messages[tuple(loc)]
 
 
 @pytest.mark.parametrize(
@@ -60,7 +49,7 @@ async def test_what_json_stores_cannot_keep_is_a_located_422(
     response = await user.post(
         "/api/tasks", content=text.encode(), headers={"Content-Type": "application/json"}
     )
-    message = _located(response, loc)
+    message = _assert_located(response, loc)
     assert "finite" in message or "surrogate" in message
     listed = await user.get("/api/tasks")
     assert listed.json()["items"] == []
@@ -82,7 +71,7 @@ async def test_what_json_stores_cannot_keep_is_a_located_422(
         content=f'{{"name": "x.y", "payload": {raw}}}'.encode(),
         headers={"Content-Type": "application/json"},
     )
-    _located(event, ["body", "payload", *loc[4:]])
+    _assert_located(event, ["body", "payload", *loc[4:]])
     stored = (await user.get(f"/api/tasks/{made['id']}")).json()
     assert "body" not in stored["action"]["config"] or stored["action"]["config"]["body"] is None
 
@@ -95,19 +84,19 @@ async def test_a_lone_surrogate_in_a_delivery_or_a_resume_is_a_422(
     body = b'{"text": "\\ud83d"}'
     headers = {"X-Cronpilot-Signature": sign(hook["secret"], body, int(time.time()))}
     response = await user.client.post(_path(hook), content=body, headers=headers)
-    assert "surrogate" in _located(response, ["body", "text"])
+    assert "surrogate" in _assert_located(response, ["body", "text"])
     body = b'{"\\udc00": 1}'
     headers = {"X-Cronpilot-Signature": sign(hook["secret"], body, int(time.time()))}
     response = await user.client.post(_path(hook), content=body, headers=headers)
-    _located(response, ["body", "\\udc00"])
+    _assert_located(response, ["body", "\\udc00"])
     body = b'{"n": NaN}'
     headers = {"X-Cronpilot-Signature": sign(hook["secret"], body, int(time.time()))}
     response = await user.client.post(_path(hook), content=body, headers=headers)
-    assert "finite" in _located(response, ["body", "n"])
+    assert "finite" in _assert_located(response, ["body", "n"])
     # A resume body is checked before anything else.
     token = resume_token(settings, f"chain-{uuid.uuid4()}", "approve")
     response = await user.client.post(f"/api/resume/{token}", content=b'["\\udc00"]')
-    _located(response, ["body", 0])
+    _assert_located(response, ["body", 0])
 
 
 @pytest.mark.parametrize(
@@ -139,11 +128,11 @@ async def test_an_oversize_task_is_located_where_its_bulk_is(user: ApiUser) -> N
     values = [f"value-{n}" for n in range(60_000)]
     task["condition"] = {"path": "payload.kind", "op": "in", "value": values}
     response = await user.post("/api/tasks", json=task)
-    message = _located(response, ["body", "condition", "value"])
+    message = _assert_located(response, ["body", "condition", "value"])
     assert "over the limit" in message
     big = recurring(URL, config={"body": {"blob": "b" * 600_000}})
     response = await user.post("/api/tasks", json=big)
-    _located(response, ["body", "action", "config", "body", "blob"])
+    _assert_located(response, ["body", "action", "config", "body", "blob"])
 
 
 async def test_random_methods_do_not_grow_the_metrics(app_client: httpx.AsyncClient) -> None:

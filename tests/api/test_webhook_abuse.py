@@ -49,6 +49,23 @@ def _github(secret: str, body: bytes, delivery: str) -> dict[str, str]:
     }
 
 
+async def _only_claim(
+    sessions: async_sessionmaker[AsyncSession], public_id: str
+) -> WebhookSignature:
+    """The one signature claim the webhook has."""
+    async with sessions() as session:
+        webhook = await session.scalar(
+            select(TaskWebhook).where(TaskWebhook.public_id == public_id)
+        )
+        assert webhook is not None
+        [claim] = (
+            await session.scalars(
+                select(WebhookSignature).where(WebhookSignature.webhook_id == webhook.id)
+            )
+        ).all()
+    return claim
+
+
 async def test_junk_never_locks_out_a_validly_signed_sender(
     user: ApiUser, target: HttpTarget, settings: Settings, temporal: Client
 ) -> None:
@@ -117,16 +134,7 @@ async def test_a_github_replay_is_refused_by_another_process_and_later(
         assert retry.status_code == 202 and retry.json() == first.json()
     await target.wait_for_hits(key, 1)
 
-    async with sessions() as session:
-        webhook = await session.scalar(
-            select(TaskWebhook).where(TaskWebhook.public_id == hook["webhook_id"])
-        )
-        assert webhook is not None
-        [claim] = (
-            await session.scalars(
-                select(WebhookSignature).where(WebhookSignature.webhook_id == webhook.id)
-            )
-        ).all()
+    claim = await _only_claim(sessions, hook["webhook_id"])
     assert claim.delivery_id == "gh-1"
     days = settings.webhook_replay_days
     assert claim.expires_at > datetime.now(UTC) + timedelta(days=days) - timedelta(minutes=5)
@@ -191,16 +199,7 @@ async def test_an_hmac_signature_is_claimed_while_its_timestamp_is_valid(
         _path(hook), content=body, headers={**headers, "X-Cronpilot-Delivery": "new-id"}
     )
     assert replay.status_code == 401, replay.text
-    async with sessions() as session:
-        webhook = await session.scalar(
-            select(TaskWebhook).where(TaskWebhook.public_id == hook["webhook_id"])
-        )
-        assert webhook is not None
-        [claim] = (
-            await session.scalars(
-                select(WebhookSignature).where(WebhookSignature.webhook_id == webhook.id)
-            )
-        ).all()
+    claim = await _only_claim(sessions, hook["webhook_id"])
     # Past this, the timestamp check refuses the request anyway.
     assert claim.expires_at == datetime.fromtimestamp(at + TOLERANCE_SECONDS + 60, UTC)
     await target.wait_for_hits(key, 1)
