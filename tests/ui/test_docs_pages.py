@@ -25,8 +25,18 @@ def test_redoc_renders_and_its_third_party_logo_is_blocked(
     # ReDoc's footer points an <img> at cdn.redoc.ly: the policy blocks it, so the browser
     # reports the attempt, and nothing leaves.
     page_errors.allow(r"cdn\.redoc\.ly")
-    page.goto("/redoc")
+    blocked: list[str] = []
+    page.on("console", lambda m: blocked.append(m.text) if "cdn.redoc.ly" in m.text else None)
+    response = page.goto("/redoc")
+    assert (
+        response is not None and "default-src 'none'" in response.headers["content-security-policy"]
+    )
     expect(page.get_by_role("heading", name="Create Task").first).to_be_visible()
+    for _ in range(100):  # the logo loads after the page: its refusal is logged then
+        if blocked:
+            break
+        page.wait_for_timeout(100)
+    assert any("Content Security Policy" in line for line in blocked), blocked
 
 
 def test_an_injected_inline_script_does_not_run(page: Page, page_errors: PageProblems) -> None:
